@@ -1,0 +1,10 @@
+//! The Keel server as a library: configuration, telemetry, wiring and graceful shutdown. The
+//! `server` binary is a thin `main` over it, and tests build the same [`Application`] on port 0.
+
+pub mod config;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::{Application, StartupError};

@@ -1,0 +1,165 @@
+//! Wiring: builds the stores, the services and the HTTP server from the configuration, bound and
+//! ready to run. Tests call [`Application::build`] with port 0 and keep the bound listener.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::HttpServer;
+use actix_web::dev::Server;
+use keel_http_adapter::{HttpApp, Readiness};
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+
+/// The version reported by /health.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often the flood guard forgets clients whose quota has replenished.
+#[cfg(feature = "governor")]
+const FLOOD_GUARD_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP server could not be set up on the listener.
+    #[error("cannot start the HTTP server")]
+    Server(#[source] io::Error),
+}
+
+/// A Keel server, bound and ready to run.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    http: HttpApp,
+    shutdown: Shutdown,
+    drain: Duration,
+    timeout: Duration,
+}
+
+impl Application {
+    /// Binds the configured address and builds everything.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let address = SocketAddr::new(config.server.host, config.server.port);
+        let listener =
+            TcpListener::bind(address).map_err(|source| StartupError::Bind { address, source })?;
+        Self::build_with_listener(config, listener).await
+    }
+
+    /// Builds everything on a listener the caller already bound (port 0 in tests, so there is
+    /// no window between finding a free port and binding it).
+    pub async fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        let address = listener.local_addr().map_err(StartupError::Server)?;
+        let shutdown = Shutdown::new();
+        let readiness = Readiness::new(
+            Vec::new(),
+            Duration::from_millis(config.server.readiness_timeout_ms),
+            VERSION,
+        );
+        let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, readiness);
+        #[cfg(feature = "governor")]
+        spawn_flood_guard_pruning(&http, &shutdown);
+
+        let timeout = Duration::from_secs(config.shutdown.timeout_seconds);
+        let app = http.clone();
+        let mut server = HttpServer::new(move || app.app())
+            // Keel runs its own shutdown sequence (drain first), so actix must not react to
+            // signals by itself.
+            .disable_signals()
+            .shutdown_timeout(config.shutdown.timeout_seconds)
+            .keep_alive(Duration::from_secs(config.server.keep_alive_seconds))
+            .client_request_timeout(Duration::from_millis(config.server.client_request_timeout_ms))
+            .client_disconnect_timeout(Duration::from_millis(
+                config.server.client_disconnect_timeout_ms,
+            ));
+        if let Some(workers) = config.server.workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener).map_err(StartupError::Server)?.run();
+        tracing::info!(%address, profile = ?config.profile, version = VERSION, "listening");
+        Ok(Self {
+            address,
+            server,
+            http,
+            shutdown,
+            drain: Duration::from_secs(config.drain_seconds()),
+            timeout,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serves until `stop` resolves (a signal, in the binary), then shuts down in order:
+    /// readiness 503 at once; requests still served for the drain period; long-lived
+    /// connections told to close; the listener closed; in-flight requests finished within the
+    /// shutdown timeout; tracked tasks awaited.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> io::Result<()> {
+        let Self { server, http, shutdown, drain, timeout, .. } = self;
+        let handle = server.handle();
+        let mut serving = tokio::spawn(server);
+        tokio::select! {
+            () = stop => {}
+            result = &mut serving => {
+                // The server ended by itself: nothing to drain.
+                shutdown.begin();
+                return result.map_err(io::Error::other)?;
+            }
+        }
+
+        http.readiness().start_draining();
+        tracing::info!(drain_seconds = drain.as_secs(), "shutdown: draining; readiness reports 503");
+        tokio::time::sleep(drain).await;
+
+        tracing::info!("shutdown: telling long-lived connections to close");
+        shutdown.begin();
+
+        tracing::info!(
+            timeout_seconds = timeout.as_secs(),
+            "shutdown: listener closed; finishing in-flight requests"
+        );
+        handle.stop(true).await;
+        serving.await.map_err(io::Error::other)??;
+
+        if !shutdown.wait(timeout).await {
+            tracing::warn!("shutdown: some background tasks did not finish in time");
+        }
+        tracing::info!("shutdown: complete");
+        Ok(())
+    }
+}
+
+#[cfg(feature = "governor")]
+fn spawn_flood_guard_pruning(http: &HttpApp, shutdown: &Shutdown) {
+    let Some(guard) = http.flood_guard().cloned() else { return };
+    let token = shutdown.token();
+    shutdown.spawn(async move {
+        let mut interval = tokio::time::interval(FLOOD_GUARD_PRUNE_INTERVAL);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = interval.tick() => guard.prune(),
+            }
+        }
+    });
+}

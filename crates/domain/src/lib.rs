@@ -1,0 +1,28 @@
+//! Keel's domain: the ids, values and rules that every other Keel crate shares, and the ports
+//! (traits) through which the domain reaches storage and time.
+//!
+//! Values here are valid by construction: an [`Email`], a [`Password`] or a [`DisplayName`]
+//! only exists once its `parse` has accepted it, and the errors say which field was wrong and
+//! why, in a form the HTTP edge can report field by field ([`ValidationErrors`]).
+//!
+//! This crate does no I/O and knows no framework: it must never depend on actix, Redis or tokio.
+//! Ports such as [`UserRepository`] return boxed futures so adapters can do I/O behind them
+//! without the domain choosing a runtime.
+
+mod clock;
+mod display_name;
+mod email;
+mod ids;
+mod password;
+mod repository;
+mod user;
+mod validation;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use display_name::DisplayName;
+pub use email::Email;
+pub use ids::{SessionId, UserId};
+pub use password::Password;
+pub use repository::{BoxFuture, RepositoryError, UserRepository};
+pub use user::{User, UserRecord};
+pub use validation::{ValidationError, ValidationErrors, codes};

@@ -1,0 +1,128 @@
+//! The application: routes and middleware assembled in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpResponse, web};
+
+use crate::client_ip::TrustedProxies;
+use crate::config::{CorsConfig, HttpConfig};
+use crate::cors::Cors;
+use crate::edge::Edge;
+use crate::error::ApiError;
+#[cfg(feature = "governor")]
+use crate::flood_guard::FloodGuard;
+use crate::health::{self, Readiness};
+use crate::rate_limit::RateLimitConfig;
+use crate::security_headers::SecurityHeaders;
+use crate::extract;
+
+/// Everything the HTTP app needs, built once at start-up and cloned into every worker.
+#[derive(Clone)]
+pub struct HttpApp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    edge: Edge,
+    readiness: web::Data<Readiness>,
+    body_limit: usize,
+    #[cfg(feature = "governor")]
+    flood_guard: Option<FloodGuard>,
+}
+
+impl HttpApp {
+    /// Builds the app's shared parts from configuration.
+    pub fn new(
+        http: &HttpConfig,
+        cors: &CorsConfig,
+        rate_limit: &RateLimitConfig,
+        readiness: Readiness,
+    ) -> Self {
+        let edge = Edge::new(
+            Cors::new(&cors.allowed_origins),
+            SecurityHeaders::new(&http.hsts),
+            TrustedProxies::new(http.trusted_proxies.clone()),
+            Duration::from_secs(http.body_read_timeout_seconds),
+        );
+        #[cfg(not(feature = "governor"))]
+        let _ = rate_limit;
+        Self {
+            inner: Arc::new(Inner {
+                edge,
+                readiness: web::Data::new(readiness),
+                body_limit: http.body_limit_bytes,
+                #[cfg(feature = "governor")]
+                flood_guard: rate_limit
+                    .enabled
+                    .then(|| FloodGuard::new(&rate_limit.flood_guard))
+                    .flatten(),
+            }),
+        }
+    }
+
+    /// The flood guard, when it is on, so the app can prune it periodically.
+    #[cfg(feature = "governor")]
+    pub fn flood_guard(&self) -> Option<&FloodGuard> {
+        self.inner.flood_guard.as_ref()
+    }
+
+    /// The readiness shared by the health routes, so shutdown can mark the server draining.
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
+    }
+
+    /// One worker's actix `App`.
+    pub fn app(
+        &self,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody + use<>>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + use<>,
+    > {
+        let inner = &self.inner;
+        let app = App::new()
+            .app_data(inner.readiness.clone())
+            .app_data(extract::json_config(inner.body_limit))
+            .app_data(extract::payload_config(inner.body_limit))
+            .app_data(extract::path_config())
+            .app_data(extract::query_config())
+            .service(get("/health", health::health))
+            .service(get("/health/live", health::live))
+            .service(get("/health/ready", health::ready))
+            .default_service(web::to(not_found))
+            .wrap(inner.edge.clone());
+        let api = web::scope("/api/v1").default_service(web::to(not_found));
+        #[cfg(feature = "governor")]
+        if let Some(guard) = &inner.flood_guard {
+            return app.service(api.wrap(guard.middleware()));
+        }
+        app.service(api)
+    }
+}
+
+/// A resource that answers GET and says 405 with `allow: GET` to every other method.
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("GET") }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(allow))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}

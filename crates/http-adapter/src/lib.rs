@@ -1,0 +1,45 @@
+//! Keel's HTTP surface on actix-web: the routes of the API contract, problem+json errors, the
+//! middleware of the edge (request ids, security headers, CORS, body limits and deadlines,
+//! client IP resolution, the flood guard, the access log) and readiness checks.
+//!
+//! This is the only crate that maps errors to HTTP statuses, and nothing but the app depends on
+//! it. Build an [`HttpApp`] once at start-up and call [`HttpApp::app`] in each worker:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use keel_http_adapter::{CorsConfig, HttpApp, HttpConfig, RateLimitConfig, Readiness};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let readiness = Readiness::new(Vec::new(), Duration::from_secs(2), "1.0.0");
+//! let http = HttpApp::new(&HttpConfig::default(), &CorsConfig::default(),
+//!                         &RateLimitConfig::default(), readiness);
+//! actix_web::HttpServer::new(move || http.app()).bind("127.0.0.1:0")?.run().await
+//! # }
+//! ```
+
+mod app;
+mod body_timeout;
+mod client_ip;
+mod config;
+mod cors;
+mod edge;
+mod error;
+mod extract;
+#[cfg(feature = "governor")]
+mod flood_guard;
+mod health;
+mod rate_limit;
+mod request_id;
+mod security_headers;
+
+pub use app::HttpApp;
+pub use client_ip::{InvalidNetwork, IpNetwork, TrustedProxies};
+pub use config::{CorsConfig, HttpConfig};
+pub use edge::ClientIp;
+pub use error::{ApiError, FieldError, PROBLEM_JSON};
+#[cfg(feature = "governor")]
+pub use flood_guard::FloodGuard;
+pub use health::{CheckFuture, Readiness, ReadinessCheck, ReadinessReport};
+pub use rate_limit::{FloodGuardConfig, RateLimitConfig};
+pub use request_id::RequestId;
+pub use security_headers::HstsConfig;
