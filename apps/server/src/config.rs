@@ -99,7 +99,10 @@ impl Default for ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]`; unset means in-memory stores.
-    #[serde(serialize_with = "redacted_url", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "redacted_url",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<SecretString>,
     /// Connections in the shared pool.
     pub pool_size: usize,
@@ -138,7 +141,10 @@ pub struct ShutdownConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { drain_seconds: None, timeout_seconds: 30 }
+        Self {
+            drain_seconds: None,
+            timeout_seconds: 30,
+        }
     }
 }
 
@@ -155,7 +161,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: None, level: "info".to_owned() }
+        Self {
+            format: None,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -188,33 +197,55 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self)
-            .map_err(|error| ConfigError::new("", format!("cannot print the configuration: {error}")))
+        toml::to_string_pretty(self).map_err(|error| {
+            ConfigError::new("", format!("cannot print the configuration: {error}"))
+        })
     }
 
     /// Checks what types alone cannot, then, in production, refuses unsafe settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.http.body_limit_bytes == 0 {
-            return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1"));
+            return Err(ConfigError::new(
+                "http.body_limit_bytes",
+                "must be at least 1",
+            ));
         }
         if self.http.body_read_timeout_seconds == 0 {
-            return Err(ConfigError::new("http.body_read_timeout_seconds", "must be at least 1"));
+            return Err(ConfigError::new(
+                "http.body_read_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if self.server.workers == Some(0) {
-            return Err(ConfigError::new("server.workers", "must be at least 1 (or unset)"));
+            return Err(ConfigError::new(
+                "server.workers",
+                "must be at least 1 (or unset)",
+            ));
         }
         if self.shutdown.timeout_seconds == 0 {
-            return Err(ConfigError::new("shutdown.timeout_seconds", "must be at least 1"));
+            return Err(ConfigError::new(
+                "shutdown.timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if self.server.readiness_timeout_ms == 0 {
-            return Err(ConfigError::new("server.readiness_timeout_ms", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.readiness_timeout_ms",
+                "must be at least 1",
+            ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(ConfigError::new("log.level", format!("is not a level or filter: {error}")));
+            return Err(ConfigError::new(
+                "log.level",
+                format!("is not a level or filter: {error}"),
+            ));
         }
         for origin in &self.cors.allowed_origins {
             if let Err(reason) = check_origin(origin) {
-                return Err(ConfigError::new("cors.allowed_origins", format!("`{origin}` {reason}")));
+                return Err(ConfigError::new(
+                    "cors.allowed_origins",
+                    format!("`{origin}` {reason}"),
+                ));
             }
         }
         let guard = &self.rate_limit.flood_guard;
@@ -227,7 +258,10 @@ impl Config {
         if let Some(url) = &self.redis.url {
             let url = url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::new("redis.url", "must start with redis:// or rediss://"));
+                return Err(ConfigError::new(
+                    "redis.url",
+                    "must start with redis:// or rediss://",
+                ));
             }
         }
         if self.profile == Profile::Production {
@@ -241,14 +275,18 @@ impl Config {
             if !origin.starts_with("https://") {
                 return Err(ConfigError::new(
                     "cors.allowed_origins",
-                    format!("`{origin}` is not https: in production a plain-http origin lets any network attacker act as the user"),
+                    format!(
+                        "`{origin}` is not https: in production a plain-http origin lets any network attacker act as the user"
+                    ),
                 ));
             }
         }
         if let Some(everything) = self.http.trusted_proxies.iter().find(|n| n.is_everything()) {
             return Err(ConfigError::new(
                 "http.trusted_proxies",
-                format!("`{everything}` trusts every address: any client could forge x-forwarded-for and dodge rate limits"),
+                format!(
+                    "`{everything}` trusts every address: any client could forge x-forwarded-for and dodge rate limits"
+                ),
             ));
         }
         if !self.rate_limit.enabled {
@@ -273,8 +311,13 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
 }
 
 /// Serialises a Redis URL with its password replaced, so operators still see the host.
-fn redacted_url<S: Serializer>(url: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
-    let Some(url) = url else { return serializer.serialize_none() };
+fn redacted_url<S: Serializer>(
+    url: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let Some(url) = url else {
+        return serializer.serialize_none();
+    };
     let url = url.expose_secret();
     let redacted = match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://[REDACTED]{}", &url[at..]),
@@ -292,7 +335,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), reason: reason.into() }
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The key at fault, dotted (`server.port`), or empty when the whole file is at fault.
@@ -323,7 +369,10 @@ pub struct Sources {
 impl Sources {
     /// The process's own environment: `KEEL_CONFIG` names the file (which must then exist),
     /// else an optional `keel.toml` in the working directory.
-    #[allow(clippy::disallowed_methods, reason = "this is the one place that reads the environment")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "this is the one place that reads the environment"
+    )]
     pub fn from_process_env() -> Self {
         let named = std::env::var_os("KEEL_CONFIG").map(PathBuf::from);
         Self {
@@ -369,7 +418,9 @@ fn describe(error: figment::Error) -> ConfigError {
             _ if metadata.name.contains("environment") => {
                 format!("from KEEL_{}", error.path.join("__").to_uppercase())
             }
-            _ if !error.path.is_empty() => format!("from {}", metadata.interpolate(&profile, &error.path)),
+            _ if !error.path.is_empty() => {
+                format!("from {}", metadata.interpolate(&profile, &error.path))
+            }
             _ => format!("from {}", metadata.name),
         }
     });
@@ -388,7 +439,11 @@ mod tests {
 
     fn load_in(jail: &Jail) -> Result<Config, ConfigError> {
         let _ = jail;
-        load(Sources { file: PathBuf::from("keel.toml"), file_required: false, env: keel_env() })
+        load(Sources {
+            file: PathBuf::from("keel.toml"),
+            file_required: false,
+            env: keel_env(),
+        })
     }
 
     #[test]
@@ -408,14 +463,20 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_file() {
         Jail::expect_with(|jail| {
-            jail.create_file("keel.toml", "[server]\nport = 4000\nkeep_alive_seconds = 9\n")?;
+            jail.create_file(
+                "keel.toml",
+                "[server]\nport = 4000\nkeep_alive_seconds = 9\n",
+            )?;
             jail.set_env("KEEL_SERVER__PORT", "5000");
             jail.set_env("KEEL_CORS__ALLOWED_ORIGINS", r#"["https://app.example"]"#);
             jail.set_env("KEEL_RATE_LIMIT__ENABLED", "false");
             let config = load_in(jail).unwrap();
             assert_eq!(config.server.port, 5000);
             assert_eq!(config.server.keep_alive_seconds, 9);
-            assert_eq!(config.cors.allowed_origins, vec!["https://app.example".to_owned()]);
+            assert_eq!(
+                config.cors.allowed_origins,
+                vec!["https://app.example".to_owned()]
+            );
             assert!(!config.rate_limit.enabled);
             Ok(())
         });
@@ -469,7 +530,10 @@ mod tests {
     #[test]
     fn origins_must_be_origins() {
         Jail::expect_with(|jail| {
-            jail.set_env("KEEL_CORS__ALLOWED_ORIGINS", r#"["https://app.example/path"]"#);
+            jail.set_env(
+                "KEEL_CORS__ALLOWED_ORIGINS",
+                r#"["https://app.example/path"]"#,
+            );
             assert_eq!(load_in(jail).unwrap_err().key(), "cors.allowed_origins");
             jail.set_env("KEEL_CORS__ALLOWED_ORIGINS", r#"["*"]"#);
             assert_eq!(load_in(jail).unwrap_err().key(), "cors.allowed_origins");
@@ -480,10 +544,16 @@ mod tests {
     #[test]
     fn printing_redacts_the_redis_password_but_keeps_the_host() {
         Jail::expect_with(|jail| {
-            jail.set_env("KEEL_REDIS__URL", "redis://:canary-s3cret@cache.internal:6379/0");
+            jail.set_env(
+                "KEEL_REDIS__URL",
+                "redis://:canary-s3cret@cache.internal:6379/0",
+            );
             let printed = load_in(jail).unwrap().to_redacted_toml().unwrap();
             assert!(!printed.contains("canary-s3cret"), "{printed}");
-            assert!(printed.contains("redis://[REDACTED]@cache.internal:6379/0"), "{printed}");
+            assert!(
+                printed.contains("redis://[REDACTED]@cache.internal:6379/0"),
+                "{printed}"
+            );
             Ok(())
         });
     }

@@ -22,7 +22,11 @@ enum Command {
     PrintConfig,
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary talks to its operator")]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary talks to its operator"
+)]
 fn main() -> ExitCode {
     let command = match std::env::args().nth(1).as_deref() {
         None => Command::Serve,
@@ -62,7 +66,10 @@ fn main() -> ExitCode {
     }
 
     telemetry::init(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");

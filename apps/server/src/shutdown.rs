@@ -42,7 +42,9 @@ impl Shutdown {
     /// Waits for every tracked task to end, at most `timeout`; says whether they all did.
     pub async fn wait(&self, timeout: Duration) -> bool {
         self.tasks.close();
-        tokio::time::timeout(timeout, self.tasks.wait()).await.is_ok()
+        tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok()
     }
 }
 

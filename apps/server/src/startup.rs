@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::Server;
-use keel_http_adapter::{HttpApp, Readiness};
+use std::sync::Arc;
+
+use keel_auth::{Accounts, PasswordHasher, PasswordHashingConfig};
+use keel_domain::{Clock, SystemClock, UserRepository};
+use keel_http_adapter::{HttpApp, Readiness, Services};
+use keel_storage::InMemoryUserRepository;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -69,7 +74,14 @@ impl Application {
             Duration::from_millis(config.server.readiness_timeout_ms),
             VERSION,
         );
-        let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, readiness);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let users: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let services = Services {
+            readiness,
+            accounts: Accounts::new(users, hasher, clock),
+        };
+        let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, services);
         #[cfg(feature = "governor")]
         spawn_flood_guard_pruning(&http, &shutdown);
 
@@ -81,7 +93,9 @@ impl Application {
             .disable_signals()
             .shutdown_timeout(config.shutdown.timeout_seconds)
             .keep_alive(Duration::from_secs(config.server.keep_alive_seconds))
-            .client_request_timeout(Duration::from_millis(config.server.client_request_timeout_ms))
+            .client_request_timeout(Duration::from_millis(
+                config.server.client_request_timeout_ms,
+            ))
             .client_disconnect_timeout(Duration::from_millis(
                 config.server.client_disconnect_timeout_ms,
             ));
@@ -115,7 +129,14 @@ impl Application {
     /// connections told to close; the listener closed; in-flight requests finished within the
     /// shutdown timeout; tracked tasks awaited.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> io::Result<()> {
-        let Self { server, http, shutdown, drain, timeout, .. } = self;
+        let Self {
+            server,
+            http,
+            shutdown,
+            drain,
+            timeout,
+            ..
+        } = self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
         tokio::select! {
@@ -128,7 +149,10 @@ impl Application {
         }
 
         http.readiness().start_draining();
-        tracing::info!(drain_seconds = drain.as_secs(), "shutdown: draining; readiness reports 503");
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            "shutdown: draining; readiness reports 503"
+        );
         tokio::time::sleep(drain).await;
 
         tracing::info!("shutdown: telling long-lived connections to close");
@@ -151,7 +175,9 @@ impl Application {
 
 #[cfg(feature = "governor")]
 fn spawn_flood_guard_pruning(http: &HttpApp, shutdown: &Shutdown) {
-    let Some(guard) = http.flood_guard().cloned() else { return };
+    let Some(guard) = http.flood_guard().cloned() else {
+        return;
+    };
     let token = shutdown.token();
     shutdown.spawn(async move {
         let mut interval = tokio::time::interval(FLOOD_GUARD_PRUNE_INTERVAL);

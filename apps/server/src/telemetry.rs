@@ -8,7 +8,9 @@ use crate::config::{Config, LogFormat};
 /// location) instead of raw stderr text. Call once, at start-up.
 pub fn init(config: &Config) {
     let filter = EnvFilter::builder().parse_lossy(&config.log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let installed = match config.log_format() {
         LogFormat::Json => builder
             .json()
@@ -21,7 +23,9 @@ pub fn init(config: &Config) {
     // A subscriber already installed (by a test harness, say) keeps its place.
     drop(installed);
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
         let message = info
             .payload()
             .downcast_ref::<&str>()

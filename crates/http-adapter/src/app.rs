@@ -17,7 +17,16 @@ use crate::flood_guard::FloodGuard;
 use crate::health::{self, Readiness};
 use crate::rate_limit::RateLimitConfig;
 use crate::security_headers::SecurityHeaders;
-use crate::extract;
+use crate::{extract, routes};
+use keel_auth::Accounts;
+
+/// The services behind the routes, built by the app from its stores.
+pub struct Services {
+    /// Readiness and its checks.
+    pub readiness: Readiness,
+    /// The account use cases.
+    pub accounts: Accounts,
+}
 
 /// Everything the HTTP app needs, built once at start-up and cloned into every worker.
 #[derive(Clone)]
@@ -28,6 +37,7 @@ pub struct HttpApp {
 struct Inner {
     edge: Edge,
     readiness: web::Data<Readiness>,
+    accounts: web::Data<Accounts>,
     body_limit: usize,
     #[cfg(feature = "governor")]
     flood_guard: Option<FloodGuard>,
@@ -39,7 +49,7 @@ impl HttpApp {
         http: &HttpConfig,
         cors: &CorsConfig,
         rate_limit: &RateLimitConfig,
-        readiness: Readiness,
+        services: Services,
     ) -> Self {
         let edge = Edge::new(
             Cors::new(&cors.allowed_origins),
@@ -52,7 +62,8 @@ impl HttpApp {
         Self {
             inner: Arc::new(Inner {
                 edge,
-                readiness: web::Data::new(readiness),
+                readiness: web::Data::new(services.readiness),
+                accounts: web::Data::new(services.accounts),
                 body_limit: http.body_limit_bytes,
                 #[cfg(feature = "governor")]
                 flood_guard: rate_limit
@@ -89,6 +100,7 @@ impl HttpApp {
         let inner = &self.inner;
         let app = App::new()
             .app_data(inner.readiness.clone())
+            .app_data(inner.accounts.clone())
             .app_data(extract::json_config(inner.body_limit))
             .app_data(extract::payload_config(inner.body_limit))
             .app_data(extract::path_config())
@@ -98,7 +110,9 @@ impl HttpApp {
             .service(get("/health/ready", health::ready))
             .default_service(web::to(not_found))
             .wrap(inner.edge.clone());
-        let api = web::scope("/api/v1").default_service(web::to(not_found));
+        let api = web::scope("/api/v1")
+            .service(post("/auth/register", routes::auth::register))
+            .default_service(web::to(not_found));
         #[cfg(feature = "governor")]
         if let Some(guard) = &inner.flood_guard {
             return app.service(api.wrap(guard.middleware()));
@@ -117,6 +131,18 @@ where
     web::resource(path)
         .route(web::get().to(handler))
         .default_service(web::to(|| async { method_not_allowed("GET") }))
+}
+
+/// A resource that answers POST and says 405 with `allow: POST` to every other method.
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("POST") }))
 }
 
 fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, ApiError> {

@@ -90,7 +90,10 @@ mod tests {
         sender.feed_data(Bytes::from_static(b"hello"));
         sender.feed_eof();
         let mut payload = with_deadline(Payload::from(payload), Duration::from_secs(5));
-        assert_eq!(payload.next().await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            payload.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
         assert!(payload.next().await.is_none());
     }
 
@@ -98,9 +101,15 @@ mod tests {
     fn only_requests_that_announce_a_body_get_a_deadline() {
         let mut headers = HeaderMap::new();
         assert!(!has_body(&headers));
-        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("0"));
+        headers.insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from_static("0"),
+        );
         assert!(!has_body(&headers));
-        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("12"));
+        headers.insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from_static("12"),
+        );
         assert!(has_body(&headers));
     }
 }

@@ -26,11 +26,15 @@ impl IpNetwork {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -62,7 +66,11 @@ impl FromStr for IpNetwork {
         let address = canonical(address.parse::<IpAddr>().map_err(|_| invalid())?);
         let max = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(invalid)?,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(invalid)?,
             None => max,
         };
         Ok(Self { address, prefix })
@@ -143,7 +151,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(socket) = hop.parse::<std::net::SocketAddr>() {
         return Some(socket.ip());
     }
-    hop.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse().ok())
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse().ok())
 }
 
 #[cfg(test)]
@@ -176,7 +186,10 @@ mod tests {
         let net: IpNetwork = "10.0.0.0/8".parse().unwrap();
         assert!(net.contains(ip("10.200.1.2")));
         assert!(!net.contains(ip("11.0.0.1")));
-        assert!(net.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped IPv6 is IPv4");
+        assert!(
+            net.contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped IPv6 is IPv4"
+        );
         let host: IpNetwork = "::1".parse().unwrap();
         assert!(host.contains(ip("::1")));
         assert!(!host.contains(ip("::2")));
@@ -193,7 +206,8 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_cannot_spoof_its_address() {
-        let client = proxies(&["10.0.0.0/8"]).client_ip(ip("203.0.113.9"), &forwarded(&["1.2.3.4"]));
+        let client =
+            proxies(&["10.0.0.0/8"]).client_ip(ip("203.0.113.9"), &forwarded(&["1.2.3.4"]));
         assert_eq!(client, ip("203.0.113.9"));
     }
 

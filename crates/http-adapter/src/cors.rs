@@ -10,10 +10,16 @@ use crate::error::ApiError;
 /// Methods a browser may use cross-origin.
 const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 /// Request headers a browser may send cross-origin (beyond the CORS-safelisted ones).
-const ALLOWED_HEADERS: [&str; 5] =
-    ["authorization", "content-type", "x-request-id", "x-csrf-token", "if-none-match"];
+const ALLOWED_HEADERS: [&str; 5] = [
+    "authorization",
+    "content-type",
+    "x-request-id",
+    "x-csrf-token",
+    "if-none-match",
+];
 /// Response headers a script may read.
-const EXPOSED_HEADERS: &str = "x-request-id, retry-after, ratelimit, ratelimit-policy, www-authenticate";
+const EXPOSED_HEADERS: &str =
+    "x-request-id, retry-after, ratelimit, ratelimit-policy, www-authenticate";
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
@@ -37,8 +43,12 @@ impl Cors {
 
     /// Whether `origin` (an `Origin` header value) is allowed. `null` never is.
     pub fn allows(&self, origin: &HeaderValue) -> bool {
-        let Ok(origin) = origin.to_str() else { return false };
-        self.allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        self.allowed
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
     }
 
     /// The answer to a CORS preflight, or `None` when the request is not one.
@@ -49,13 +59,11 @@ impl Cors {
         let origin = headers.get(header::ORIGIN)?;
         headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
         if !self.allows(origin) {
-            return Some(
-                actix_web::ResponseError::error_response(&ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "origin_not_allowed",
-                    "This origin may not call the API.",
-                )),
-            );
+            return Some(actix_web::ResponseError::error_response(&ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "This origin may not call the API.",
+            )));
         }
         let mut response = HttpResponse::NoContent();
         response
@@ -77,8 +85,10 @@ impl Cors {
         response.append(header::VARY, HeaderValue::from_static("Origin"));
         if self.allows(origin) {
             response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            response
-                .insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            response.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
             response.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static(EXPOSED_HEADERS),
@@ -90,14 +100,19 @@ impl Cors {
 /// The requested headers that we allow, in the browser's own spelling; `None` if it asked for
 /// none. Unknown headers are left out, which makes the browser fail the request itself.
 fn allowed_request_headers(headers: &HeaderMap) -> Option<HeaderValue> {
-    let requested = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS)?.to_str().ok()?;
+    let requested = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)?
+        .to_str()
+        .ok()?;
     let allowed = requested
         .split(',')
         .map(str::trim)
         .filter(|name| ALLOWED_HEADERS.iter().any(|a| a.eq_ignore_ascii_case(name)))
         .collect::<Vec<_>>()
         .join(", ");
-    HeaderValue::from_str(&allowed).ok().filter(|_| !allowed.is_empty())
+    HeaderValue::from_str(&allowed)
+        .ok()
+        .filter(|_| !allowed.is_empty())
 }
 
 #[cfg(test)]
@@ -111,7 +126,10 @@ mod tests {
     fn preflight_from(origin: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        headers.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("POST"));
+        headers.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
         headers.insert(
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             HeaderValue::from_static("Content-Type, X-Evil"),
@@ -121,20 +139,44 @@ mod tests {
 
     #[test]
     fn an_allowed_origin_gets_a_credentialed_preflight_answer() {
-        let response = cors().preflight(&Method::OPTIONS, &preflight_from("https://APP.example")).unwrap();
+        let response = cors()
+            .preflight(&Method::OPTIONS, &preflight_from("https://APP.example"))
+            .unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         let headers = response.headers();
-        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://APP.example");
-        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).unwrap(), "true");
-        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap(), "Content-Type");
+        assert_eq!(
+            headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+            "https://APP.example"
+        );
+        assert_eq!(
+            headers
+                .get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+                .unwrap(),
+            "true"
+        );
+        assert_eq!(
+            headers.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap(),
+            "Content-Type"
+        );
     }
 
     #[test]
     fn a_foreign_origin_gets_no_allow_origin() {
-        for origin in ["https://evil.example", "null", "https://app.example.evil.example"] {
-            let response = cors().preflight(&Method::OPTIONS, &preflight_from(origin)).unwrap();
+        for origin in [
+            "https://evil.example",
+            "null",
+            "https://app.example.evil.example",
+        ] {
+            let response = cors()
+                .preflight(&Method::OPTIONS, &preflight_from(origin))
+                .unwrap();
             assert_eq!(response.status(), StatusCode::FORBIDDEN);
-            assert!(response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+            assert!(
+                response
+                    .headers()
+                    .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                    .is_none()
+            );
         }
     }
 
@@ -143,18 +185,31 @@ mod tests {
         let mut headers = preflight_from("https://app.example");
         headers.remove(header::ACCESS_CONTROL_REQUEST_METHOD);
         assert!(cors().preflight(&Method::OPTIONS, &headers).is_none());
-        assert!(cors().preflight(&Method::GET, &preflight_from("https://app.example")).is_none());
+        assert!(
+            cors()
+                .preflight(&Method::GET, &preflight_from("https://app.example"))
+                .is_none()
+        );
     }
 
     #[test]
     fn actual_responses_name_only_allowed_origins() {
         let mut allowed = HeaderMap::new();
-        cors().decorate(Some(&HeaderValue::from_static("https://app.example")), &mut allowed);
-        assert_eq!(allowed.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example");
+        cors().decorate(
+            Some(&HeaderValue::from_static("https://app.example")),
+            &mut allowed,
+        );
+        assert_eq!(
+            allowed.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+            "https://app.example"
+        );
         assert_eq!(allowed.get(header::VARY).unwrap(), "Origin");
 
         let mut foreign = HeaderMap::new();
-        cors().decorate(Some(&HeaderValue::from_static("https://evil.example")), &mut foreign);
+        cors().decorate(
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut foreign,
+        );
         assert!(foreign.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         assert_eq!(foreign.get(header::VARY).unwrap(), "Origin");
     }

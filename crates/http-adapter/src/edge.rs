@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header;
 use actix_web::error::InternalError;
+use actix_web::http::header;
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use keel_domain::UserId;
@@ -77,7 +77,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(EdgeService { service: Rc::new(service), settings: Arc::clone(&self.settings) }))
+        ready(Ok(EdgeService {
+            service: Rc::new(service),
+            settings: Arc::clone(&self.settings),
+        }))
     }
 }
 
@@ -104,12 +107,17 @@ where
         let service = Rc::clone(&self.service);
         let request_id = RequestId::from_headers(req.headers());
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let peer = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
         let client_ip = settings.trusted_proxies.client_ip(peer, req.headers());
         req.extensions_mut().insert(ClientIp(client_ip));
         if body_timeout::has_body(req.headers()) {
             let payload = req.take_payload();
-            req.set_payload(body_timeout::with_deadline(payload, settings.body_read_timeout));
+            req.set_payload(body_timeout::with_deadline(
+                payload,
+                settings.body_read_timeout,
+            ));
         }
         let method = req.method().clone();
 
@@ -122,8 +130,11 @@ where
                     .map(|result| result.map(ServiceResponse::map_into_boxed_body)),
             };
             let finish = |response: HttpResponse| {
-                let mut response =
-                    if needs_problem_body(&response) { into_problem(response) } else { response };
+                let mut response = if needs_problem_body(&response) {
+                    into_problem(response)
+                } else {
+                    response
+                };
                 let headers = response.headers_mut();
                 settings.security_headers.apply(headers);
                 settings.cors.decorate(origin.as_ref(), headers);

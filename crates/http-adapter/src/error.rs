@@ -45,7 +45,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// A problem with this status, code and client-facing detail.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -74,7 +78,11 @@ impl ApiError {
 
     /// 404 `not_found`.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is nothing at this address.",
+        )
     }
 
     /// 405 `method_not_allowed`, with the `allow` header listing what the resource accepts.
@@ -88,7 +96,9 @@ impl ApiError {
     }
 
     /// 503 `dependency_unavailable`: a store the request needs cannot answer right now.
-    pub fn dependency_unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn dependency_unavailable(
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "dependency_unavailable",
@@ -115,25 +125,31 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => ("unauthorized", "Authentication is required."),
             StatusCode::FORBIDDEN => ("forbidden", "This request is not allowed."),
             StatusCode::NOT_FOUND => ("not_found", "There is nothing at this address."),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ("method_not_allowed", "This resource does not accept that method.")
-            }
-            StatusCode::REQUEST_TIMEOUT => {
-                ("request_timeout", "The request body did not arrive in time.")
-            }
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                ("payload_too_large", "The request body is larger than allowed.")
-            }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ("unsupported_media_type", "The request body has an unsupported content type.")
-            }
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "This resource does not accept that method.",
+            ),
+            StatusCode::REQUEST_TIMEOUT => (
+                "request_timeout",
+                "The request body did not arrive in time.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "The request body is larger than allowed.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "The request body has an unsupported content type.",
+            ),
             StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests; slow down."),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                ("service_unavailable", "The service is unavailable; try again shortly.")
-            }
-            status if status.is_server_error() => {
-                ("internal_error", "The server failed to handle this request.")
-            }
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "service_unavailable",
+                "The service is unavailable; try again shortly.",
+            ),
+            status if status.is_server_error() => (
+                "internal_error",
+                "The server failed to handle this request.",
+            ),
             _ => ("invalid_request", "The request could not be handled."),
         };
         Self::new(status, code, detail)
@@ -146,7 +162,10 @@ impl ApiError {
     }
 
     /// Attaches the internal cause, for the log only.
-    pub fn with_cause(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn with_cause(
+        mut self,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         self.cause = Some(cause.into());
         self
     }
@@ -277,7 +296,11 @@ mod tests {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
         let bytes = to_bytes(response.into_body()).await.unwrap();
-        (status, content_type, serde_json::from_slice(&bytes).unwrap())
+        (
+            status,
+            content_type,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
     }
 
     #[actix_web::test]

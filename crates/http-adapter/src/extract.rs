@@ -24,7 +24,8 @@ pub fn payload_config(limit: usize) -> web::PayloadConfig {
 
 /// Path parameters that do not parse (a malformed id) are a 404: no such resource exists.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_: PathError, _req: &HttpRequest| ApiError::not_found().into())
+    web::PathConfig::default()
+        .error_handler(|_: PathError, _req: &HttpRequest| ApiError::not_found().into())
 }
 
 /// A malformed query string is a 400.
@@ -36,9 +37,8 @@ pub fn query_config() -> web::QueryConfig {
 
 fn json_error(error: JsonPayloadError) -> ApiError {
     match error {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            too_large(limit)
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => too_large(limit),
         JsonPayloadError::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

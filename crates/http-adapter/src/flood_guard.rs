@@ -7,9 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use actix_governor::governor::NotUntil;
 use actix_governor::governor::clock::{Clock, DefaultClock, QuantaInstant};
 use actix_governor::governor::middleware::NoOpMiddleware;
-use actix_governor::governor::NotUntil;
 use actix_governor::{Governor, GovernorConfig, GovernorConfigBuilder, KeyExtractor};
 use actix_web::dev::ServiceRequest;
 use actix_web::http::StatusCode;
@@ -92,8 +92,12 @@ fn retry_after_seconds(wait: Duration) -> u64 {
 }
 
 fn rate_limited(retry_after: u64) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; slow down.")
-        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests; slow down.",
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
 }
 
 #[cfg(test)]
@@ -110,7 +114,19 @@ mod tests {
 
     #[test]
     fn a_zero_rate_makes_no_guard() {
-        assert!(FloodGuard::new(&FloodGuardConfig { per_second: 10, burst: 0 }).is_none());
-        assert!(FloodGuard::new(&FloodGuardConfig { per_second: 10, burst: 20 }).is_some());
+        assert!(
+            FloodGuard::new(&FloodGuardConfig {
+                per_second: 10,
+                burst: 0
+            })
+            .is_none()
+        );
+        assert!(
+            FloodGuard::new(&FloodGuardConfig {
+                per_second: 10,
+                burst: 20
+            })
+            .is_some()
+        );
     }
 }

@@ -42,7 +42,11 @@ struct ReadinessInner {
 
 impl Readiness {
     /// Readiness over these checks, each bounded by `timeout`.
-    pub fn new(checks: Vec<Arc<dyn ReadinessCheck>>, timeout: Duration, version: &'static str) -> Self {
+    pub fn new(
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+        timeout: Duration,
+        version: &'static str,
+    ) -> Self {
         Self {
             inner: Arc::new(ReadinessInner {
                 checks,
@@ -86,7 +90,11 @@ impl Readiness {
         let checks: BTreeMap<_, _> = results.into_iter().collect();
         let draining = self.is_draining();
         let ready = !draining && checks.values().all(|check| check.error.is_none());
-        ReadinessReport { status: if ready { "ok" } else { "unavailable" }, draining, checks }
+        ReadinessReport {
+            status: if ready { "ok" } else { "unavailable" },
+            draining,
+            checks,
+        }
     }
 }
 
@@ -135,15 +143,21 @@ pub(crate) async fn health(readiness: web::Data<Readiness>) -> HttpResponse {
 /// GET /health/live: 200 while the process serves requests.
 pub(crate) async fn live() -> HttpResponse {
     no_store(HttpResponse::Ok())
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
         .body(r#"{"status":"ok"}"#)
 }
 
 /// GET /health/ready: 200 when ready, 503 with the same body shape when not.
 pub(crate) async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     let report = readiness.report().await;
-    let response =
-        if report.is_ready() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    let response = if report.is_ready() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
     no_store(response).json(report)
 }
 
@@ -186,12 +200,17 @@ mod tests {
     async fn ready_when_every_check_passes() {
         let report = readiness(vec![Arc::new(Fixed(Ok(())))]).report().await;
         assert!(report.is_ready());
-        assert_eq!(serde_json::to_value(&report).unwrap()["checks"]["fixed"]["status"], "ok");
+        assert_eq!(
+            serde_json::to_value(&report).unwrap()["checks"]["fixed"]["status"],
+            "ok"
+        );
     }
 
     #[tokio::test]
     async fn a_failing_check_makes_the_server_unready_and_says_why() {
-        let report = readiness(vec![Arc::new(Fixed(Err("connection refused")))]).report().await;
+        let report = readiness(vec![Arc::new(Fixed(Err("connection refused")))])
+            .report()
+            .await;
         assert!(!report.is_ready());
         let body = serde_json::to_value(&report).unwrap();
         assert_eq!(body["status"], "unavailable");

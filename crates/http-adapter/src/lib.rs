@@ -7,12 +7,23 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use keel_http_adapter::{CorsConfig, HttpApp, HttpConfig, RateLimitConfig, Readiness};
+//! use std::sync::Arc;
+//! use keel_auth::{Accounts, PasswordHasher, PasswordHashingConfig};
+//! use keel_domain::SystemClock;
+//! use keel_http_adapter::{CorsConfig, HttpApp, HttpConfig, RateLimitConfig, Readiness, Services};
+//! use keel_storage::InMemoryUserRepository;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let readiness = Readiness::new(Vec::new(), Duration::from_secs(2), "1.0.0");
+//! let services = Services {
+//!     readiness: Readiness::new(Vec::new(), Duration::from_secs(2), "1.0.0"),
+//!     accounts: Accounts::new(
+//!         Arc::new(InMemoryUserRepository::new()),
+//!         PasswordHasher::new(&PasswordHashingConfig::default()),
+//!         Arc::new(SystemClock),
+//!     ),
+//! };
 //! let http = HttpApp::new(&HttpConfig::default(), &CorsConfig::default(),
-//!                         &RateLimitConfig::default(), readiness);
+//!                         &RateLimitConfig::default(), services);
 //! actix_web::HttpServer::new(move || http.app()).bind("127.0.0.1:0")?.run().await
 //! # }
 //! ```
@@ -21,6 +32,7 @@ mod app;
 mod body_timeout;
 mod client_ip;
 mod config;
+mod convert;
 mod cors;
 mod edge;
 mod error;
@@ -30,9 +42,10 @@ mod flood_guard;
 mod health;
 mod rate_limit;
 mod request_id;
+mod routes;
 mod security_headers;
 
-pub use app::HttpApp;
+pub use app::{HttpApp, Services};
 pub use client_ip::{InvalidNetwork, IpNetwork, TrustedProxies};
 pub use config::{CorsConfig, HttpConfig};
 pub use edge::ClientIp;

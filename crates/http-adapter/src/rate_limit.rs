@@ -14,7 +14,10 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, flood_guard: FloodGuardConfig::default() }
+        Self {
+            enabled: true,
+            flood_guard: FloodGuardConfig::default(),
+        }
     }
 }
 
@@ -31,6 +34,9 @@ pub struct FloodGuardConfig {
 
 impl Default for FloodGuardConfig {
     fn default() -> Self {
-        Self { per_second: 50, burst: 100 }
+        Self {
+            per_second: 50,
+            burst: 100,
+        }
     }
 }

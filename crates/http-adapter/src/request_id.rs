@@ -96,14 +96,26 @@ mod tests {
 
     #[test]
     fn a_sane_client_id_is_echoed() {
-        assert_eq!(RequestId::from_headers(&with(b"abc-123_XYZ")).as_str(), "abc-123_XYZ");
+        assert_eq!(
+            RequestId::from_headers(&with(b"abc-123_XYZ")).as_str(),
+            "abc-123_XYZ"
+        );
         let longest = "a".repeat(128);
-        assert_eq!(RequestId::from_headers(&with(longest.as_bytes())).as_str(), longest);
+        assert_eq!(
+            RequestId::from_headers(&with(longest.as_bytes())).as_str(),
+            longest
+        );
     }
 
     #[test]
     fn an_insane_client_id_is_replaced() {
-        for bad in [&b"has space"[..], b"tab\there", "é".as_bytes(), &[b'a'; 129], b""] {
+        for bad in [
+            &b"has space"[..],
+            b"tab\there",
+            "é".as_bytes(),
+            &[b'a'; 129],
+            b"",
+        ] {
             let id = RequestId::from_headers(&with(bad));
             assert_ne!(id.header_value().as_bytes(), bad);
             assert_eq!(id.as_str().len(), 36, "a fresh UUID replaces {bad:?}");

@@ -18,7 +18,11 @@ pub struct HstsConfig {
 
 impl Default for HstsConfig {
     fn default() -> Self {
-        Self { enabled: false, max_age_seconds: 63_072_000, include_subdomains: true }
+        Self {
+            enabled: false,
+            max_age_seconds: 63_072_000,
+            include_subdomains: true,
+        }
     }
 }
 
@@ -32,9 +36,15 @@ impl SecurityHeaders {
     /// The fixed set, plus HSTS when enabled.
     pub fn new(hsts: &HstsConfig) -> Self {
         let mut headers = vec![
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
@@ -47,7 +57,10 @@ impl SecurityHeaders {
                 HeaderName::from_static("cross-origin-resource-policy"),
                 HeaderValue::from_static("same-origin"),
             ),
-            (header::X_DNS_PREFETCH_CONTROL, HeaderValue::from_static("off")),
+            (
+                header::X_DNS_PREFETCH_CONTROL,
+                HeaderValue::from_static("off"),
+            ),
         ];
         if hsts.enabled {
             let mut value = format!("max-age={}", hsts.max_age_seconds);
@@ -79,15 +92,25 @@ mod tests {
         SecurityHeaders::new(&HstsConfig::default()).apply(&mut headers);
         assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
         assert_eq!(headers.get("x-frame-options").unwrap(), "DENY");
-        assert_eq!(headers.get("cross-origin-opener-policy").unwrap(), "same-origin");
+        assert_eq!(
+            headers.get("cross-origin-opener-policy").unwrap(),
+            "same-origin"
+        );
         assert!(headers.get("strict-transport-security").is_none());
     }
 
     #[test]
     fn hsts_is_sent_only_when_enabled() {
         let mut headers = HeaderMap::new();
-        let hsts = HstsConfig { enabled: true, max_age_seconds: 600, include_subdomains: false };
+        let hsts = HstsConfig {
+            enabled: true,
+            max_age_seconds: 600,
+            include_subdomains: false,
+        };
         SecurityHeaders::new(&hsts).apply(&mut headers);
-        assert_eq!(headers.get("strict-transport-security").unwrap(), "max-age=600");
+        assert_eq!(
+            headers.get("strict-transport-security").unwrap(),
+            "max-age=600"
+        );
     }
 }

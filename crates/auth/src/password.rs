@@ -1,0 +1,439 @@
+//! Password hashing: argon2id at the OWASP parameters, run on tokio's blocking pool with bounded
+//! concurrency.
+//!
+//! Each argon2id computation takes 19 MiB of memory and tens of milliseconds of CPU. Running it on
+//! an async worker would stall every other request on that worker, and running an unbounded
+//! number at once would let a login flood exhaust memory. So every computation first takes a
+//! permit from a semaphore (at most `max_concurrent` run at once, so memory stays below
+//! `max_concurrent × 19 MiB`), waits at most `queue_timeout` for it, and otherwise fails with
+//! [`PasswordError::Busy`], which the HTTP edge answers with 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{self, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use rand::RngCore as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Memory cost in KiB (OWASP password storage cheat sheet, argon2id first choice).
+pub const M_COST_KIB: u32 = 19_456;
+/// Number of passes.
+pub const T_COST: u32 = 2;
+/// Degree of parallelism.
+pub const P_COST: u32 = 1;
+
+/// Stored hashes are read back with their own parameters, so a hash that asks for absurd memory
+/// or time (a corrupted row, a hostile import) could still exhaust the machine. These bounds are
+/// far above any sensible parameter set and keep one verification within a known budget.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+const MAX_T_COST: u32 = 16;
+const MAX_P_COST: u32 = 16;
+
+/// What can go wrong while hashing or verifying a password. Nothing here carries the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// Every hashing slot stayed taken for longer than the queue timeout. Transient: the edge
+    /// answers 503 and the client may retry.
+    #[error("password hashing is saturated; try again later")]
+    Busy,
+    /// The stored string is not a PHC string that argon2 can verify (syntax, missing salt or
+    /// hash, not an argon2 algorithm).
+    #[error("the stored password hash is malformed")]
+    MalformedHash,
+    /// The stored hash is well-formed but asks for more memory or time than Keel allows.
+    #[error("the stored password hash has parameters outside the allowed bounds")]
+    UnsupportedParams,
+    /// The hashing task failed (a panic on the blocking pool, a runtime shutting down).
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+/// Configuration of the [`PasswordHasher`]. Every field has a default, so `{}` is valid.
+///
+/// ```toml
+/// max_concurrent = 4        # default: the number of CPUs
+/// queue_timeout_ms = 5000   # default: 5000 (5 s)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct PasswordHashingConfig {
+    /// How many argon2 computations may run at once. Memory use is bounded by
+    /// `max_concurrent × 19 MiB`. 0 is treated as 1.
+    pub max_concurrent: usize,
+    /// How long a request waits for a free slot before failing with [`PasswordError::Busy`].
+    /// Written as integer milliseconds, `queue_timeout_ms`.
+    #[serde(rename = "queue_timeout_ms", with = "duration_ms")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for PasswordHashingConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: std::thread::available_parallelism().map_or(1, usize::from),
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Hashes and verifies passwords with argon2id, at most `max_concurrent` at a time.
+///
+/// Cheap to clone: clones share the same slots and the same dummy hash.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    queue_timeout: Duration,
+    dummy_hash: OnceCell<String>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("max_concurrent", &self.inner.max_concurrent)
+            .field("available", &self.inner.permits.available_permits())
+            .field("queue_timeout", &self.inner.queue_timeout)
+            .finish()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher with the given limits.
+    pub fn new(config: &PasswordHashingConfig) -> Self {
+        // Zero permits would refuse every login forever; clamp rather than fail start-up.
+        let max_concurrent = config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(max_concurrent)),
+                max_concurrent,
+                queue_timeout: config.queue_timeout,
+                dummy_hash: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Hashes `password` with a fresh random salt and returns the PHC string
+    /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let password = SecretString::from(password);
+        self.run(move || hash_blocking(password.expose_secret()))
+            .await
+    }
+
+    /// Checks `password` against a stored PHC string. `Ok(false)` means a wrong password; an
+    /// error means the hash could not be checked at all. The parameters are read from the hash,
+    /// so hashes made with older parameters keep verifying.
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, PasswordError> {
+        // Checked before taking a slot: a broken row should not cost a hashing slot.
+        check_phc(phc)?;
+        let password = SecretString::from(password);
+        let phc = phc.to_owned();
+        self.run(move || verify_blocking(password.expose_secret(), &phc))
+            .await
+    }
+
+    /// Does the work of a [`verify`](Self::verify) against a dummy hash and returns `Ok(false)`.
+    /// Call it when the account does not exist, so that an unknown email costs the same time as
+    /// a known one with a wrong password. The dummy hash is made once, on first use, with the
+    /// same parameters as real hashes.
+    pub async fn verify_dummy(&self, password: &str) -> Result<bool, PasswordError> {
+        let dummy = self
+            .inner
+            .dummy_hash
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 32];
+                rand::rng().fill_bytes(&mut random);
+                let dummy_password = SecretString::from(base64_url(&random));
+                self.hash(dummy_password.expose_secret()).await
+            })
+            .await?;
+        // The result is discarded: the dummy password is random and never known, and the caller
+        // must not log anyone in on an account that does not exist.
+        self.verify(password, dummy).await?;
+        Ok(false)
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free, or fails with `Busy`.
+    async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, PasswordError> + Send + 'static,
+    {
+        let acquire = Arc::clone(&self.inner.permits).acquire_owned();
+        let permit = match tokio::time::timeout(self.inner.queue_timeout, acquire).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(PasswordError::Internal("semaphore closed".into())),
+            Err(_elapsed) => return Err(PasswordError::Busy),
+        };
+        // The permit moves into the blocking task: if the caller's future is dropped (client
+        // gone, request timeout), the computation still runs to its end, and the slot must stay
+        // taken until then or the memory bound would not hold.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|join| PasswordError::Internal(join.to_string()))?
+    }
+}
+
+fn argon2() -> Result<Argon2<'static>, PasswordError> {
+    let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
+        .map_err(|e| PasswordError::Internal(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Internal(e.to_string()))?;
+    argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| PasswordError::Internal(e.to_string()))
+}
+
+fn verify_blocking(password: &str, phc: &str) -> Result<bool, PasswordError> {
+    let hash = PasswordHash::new(phc).map_err(|_| PasswordError::MalformedHash)?;
+    // `verify_password` takes algorithm, version and parameters from the hash itself.
+    match argon2()?.verify_password(password.as_bytes(), &hash) {
+        Ok(()) => Ok(true),
+        Err(password_hash::Error::Password) => Ok(false),
+        Err(_) => Err(PasswordError::MalformedHash),
+    }
+}
+
+/// Rejects, without hashing, what `verify_password` would either reject or silently treat as a
+/// wrong password (a PHC string without salt or hash), and parameters beyond the budget.
+fn check_phc(phc: &str) -> Result<(), PasswordError> {
+    let hash = PasswordHash::new(phc).map_err(|_| PasswordError::MalformedHash)?;
+    Algorithm::try_from(hash.algorithm).map_err(|_| PasswordError::MalformedHash)?;
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err(PasswordError::MalformedHash);
+    }
+    let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
+    if params.m_cost() > MAX_M_COST_KIB
+        || params.t_cost() > MAX_T_COST
+        || params.p_cost() > MAX_P_COST
+    {
+        return Err(PasswordError::UnsupportedParams);
+    }
+    Ok(())
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn hasher(max_concurrent: usize, queue_timeout: Duration) -> PasswordHasher {
+        PasswordHasher::new(&PasswordHashingConfig {
+            max_concurrent,
+            queue_timeout,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_and_nothing_else() {
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let phc = hasher.hash("correct horse battery staple").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(
+            hasher
+                .verify("correct horse battery staple", &phc)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("correct horse battery stapler", &phc)
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("", &phc).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_same_password_gets_a_different_salt_each_time() {
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let a = hasher.hash("hunter22").await.unwrap();
+        let b = hasher.hash("hunter22").await.unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn malformed_hashes_are_errors_not_wrong_passwords() {
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        for phc in [
+            "",
+            "not a hash",
+            "$argon2id$v=19$m=19456,t=2,p=1",
+            "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        ] {
+            let result = hasher.verify("password", phc).await;
+            assert!(
+                matches!(result, Err(PasswordError::MalformedHash)),
+                "{phc}: {result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_parameters_still_verify() {
+        // Made with different (cheaper) parameters, as an older Keel or another service might.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let params = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"legacy password", &salt)
+            .unwrap()
+            .to_string();
+        assert!(old.contains("m=8192,t=1,p=1"));
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        assert!(hasher.verify("legacy password", &old).await.unwrap());
+        assert!(!hasher.verify("other password", &old).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_demanding_too_much_memory_are_refused_without_hashing() {
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let phc = "$argon2id$v=19$m=4194304,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg$\
+                   q0Xk4Bq2X1pQ2y8z7u1zB9bE6p0cYk8m5d8bX9pQeZ8";
+        let result = hasher.verify("password", phc).await;
+        assert!(
+            matches!(result, Err(PasswordError::UnsupportedParams)),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn saturated_hasher_answers_busy_after_the_queue_timeout() {
+        let hasher = hasher(1, Duration::from_millis(20));
+        let held = Arc::clone(&hasher.inner.permits)
+            .acquire_owned()
+            .await
+            .unwrap();
+
+        let started = Instant::now();
+        let result = hasher.hash("password").await;
+        assert!(matches!(result, Err(PasswordError::Busy)), "{result:?}");
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let result = hasher.verify_dummy("password").await;
+        assert!(matches!(result, Err(PasswordError::Busy)), "{result:?}");
+
+        drop(held);
+        assert!(hasher.hash("password").await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_within_the_timeout_queue_instead_of_failing() {
+        let hasher = hasher(1, Duration::from_secs(30));
+        let jobs: Vec<_> = (0..3)
+            .map(|i| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(&format!("password {i}")).await })
+            })
+            .collect();
+        for job in jobs {
+            assert!(job.await.unwrap().is_ok());
+        }
+        assert_eq!(hasher.inner.permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_slot_until_the_hash_finishes() {
+        let hasher = hasher(1, Duration::from_secs(30));
+        let request = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.hash("password").await }
+        });
+        // Let the request take the slot and start hashing, then abandon it.
+        while hasher.inner.permits.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        request.abort();
+        let _ = request.await;
+        assert_eq!(hasher.inner.permits.available_permits(), 0);
+        // The slot comes back once the blocking computation is over.
+        let _permit = tokio::time::timeout(
+            Duration::from_secs(30),
+            Arc::clone(&hasher.inner.permits).acquire_owned(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+
+    #[test]
+    fn zero_concurrency_is_clamped_to_one() {
+        let hasher = hasher(0, Duration::from_secs(1));
+        assert_eq!(hasher.inner.permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn dummy_verification_is_false_and_costs_about_as_much_as_a_real_one() {
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let phc = hasher.hash("real password").await.unwrap();
+        // The first call also computes the dummy hash; time the calls after it.
+        assert!(!hasher.verify_dummy("real password").await.unwrap());
+        let dummy = hasher.inner.dummy_hash.get().unwrap();
+        assert_eq!(
+            PasswordHash::new(dummy).unwrap().params,
+            PasswordHash::new(&phc).unwrap().params,
+        );
+
+        // The equal parameters above are the real guarantee. The timing check is a coarse guard
+        // against the dummy path skipping the work: other tests hash in parallel on few cores,
+        // so take the least disturbed of several runs and allow a wide ratio.
+        let mut real = Duration::MAX;
+        let mut fake = Duration::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            assert!(!hasher.verify("wrong password", &phc).await.unwrap());
+            real = real.min(t.elapsed());
+            let t = Instant::now();
+            assert!(!hasher.verify_dummy("wrong password").await.unwrap());
+            fake = fake.min(t.elapsed());
+        }
+        let ratio = fake.as_secs_f64() / real.as_secs_f64();
+        assert!(
+            (0.25..4.0).contains(&ratio),
+            "real {real:?}, dummy {fake:?}"
+        );
+    }
+
+    #[test]
+    fn config_reads_integer_milliseconds_and_has_defaults() {
+        let config: PasswordHashingConfig =
+            serde_json::from_str(r#"{"max_concurrent": 3, "queue_timeout_ms": 250}"#).unwrap();
+        assert_eq!(config.max_concurrent, 3);
+        assert_eq!(config.queue_timeout, Duration::from_millis(250));
+        let config: PasswordHashingConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, PasswordHashingConfig::default());
+        assert_eq!(config.queue_timeout, Duration::from_secs(5));
+        assert!(config.max_concurrent >= 1);
+    }
+}

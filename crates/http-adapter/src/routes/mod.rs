@@ -1,0 +1,3 @@
+//! Route handlers, one module per area of the API.
+
+pub(crate) mod auth;
