@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let stop = shutdown::signal();
         let app = match Application::build(config).await {
             Ok(app) => app,
             Err(error) => {
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match app.run_until_stopped(shutdown::signal()).await {
+        match app.run_until_stopped(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "server failed");

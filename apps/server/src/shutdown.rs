@@ -49,27 +49,33 @@ impl Shutdown {
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that arrives between start-up and the first poll must not be lost (or, where the
+/// parent ignores SIGINT, silently ignored). Call it inside the runtime, before start-up work.
+pub fn signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let terminate = signal(SignalKind::terminate());
         let interrupt = signal(SignalKind::interrupt());
-        match (terminate, interrupt) {
-            (Ok(mut terminate), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-                    _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+                    }
                 }
-            }
-            _ => {
-                tracing::error!("cannot listen for signals; the server stops only when killed");
-                std::future::pending::<()>().await;
+                _ => {
+                    tracing::error!("cannot listen for signals; the server stops only when killed");
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!(signal = "ctrl-c", "shutdown requested");
     }
