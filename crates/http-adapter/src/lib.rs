@@ -48,11 +48,12 @@ mod security_headers;
 pub use app::{HttpApp, Services};
 pub use client_ip::{InvalidNetwork, IpNetwork, TrustedProxies};
 pub use config::{CorsConfig, HttpConfig};
-pub use edge::ClientIp;
+pub use cors::Cors;
+pub use edge::{ClientIp, Edge};
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 #[cfg(feature = "governor")]
 pub use flood_guard::FloodGuard;
 pub use health::{CheckFuture, Readiness, ReadinessCheck, ReadinessReport};
 pub use rate_limit::{FloodGuardConfig, RateLimitConfig};
 pub use request_id::RequestId;
-pub use security_headers::HstsConfig;
+pub use security_headers::{HstsConfig, SecurityHeaders};

@@ -1,0 +1,335 @@
+//! A private `redis-server` for one test (or one test binary).
+//!
+//! Tests never share the developer's Redis: [`RedisServer::start`] runs a fresh `redis-server`
+//! child process on a free port of 127.0.0.1, with persistence off and its working files in a
+//! temporary directory, and kills it when dropped. Fault tests can [`stop`](RedisServer::stop),
+//! [`restart`](RedisServer::restart), [`pause`](RedisServer::pause) and
+//! [`resume`](RedisServer::resume) it.
+//!
+//! Start-up waits for the server's own "Ready to accept connections" log line and then for an
+//! answer to `PING`, within a bounded deadline: no fixed sleeps.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// How long a start (or restart) may take before the test fails.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+/// How often a start is retried on a fresh port when the chosen one was taken meanwhile.
+const PORT_ATTEMPTS: usize = 5;
+/// How many of the server's last output lines a failure message shows.
+const LOG_TAIL: usize = 20;
+
+const INSTALL_HINT: &str = "`redis-server` was not found on PATH. Keel's tests start a private \
+     Redis server of their own; install it with `apt-get install redis-server` (Debian/Ubuntu) \
+     or `brew install redis` (macOS) and run the tests again.";
+
+/// A private `redis-server` child process, killed when this value is dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    // Removed when dropped, after `Drop` has killed the child.
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a private `redis-server` on a free port of 127.0.0.1 and waits until it answers
+    /// `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed (the message says how to install it), or when the
+    /// server does not come up within a bounded deadline (the message shows its last output).
+    pub fn start() -> RedisServer {
+        let dir = match tempfile::Builder::new().prefix("keel-redis-").tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("cannot create a temporary directory for redis-server: {err}"),
+        };
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            match launch(port, &dir) {
+                Ok(child) => {
+                    return RedisServer {
+                        child: Some(child),
+                        port,
+                        dir,
+                    };
+                }
+                Err(Failure::PortTaken(log)) => failures.push(format!("port {port}: {log}")),
+                Err(Failure::Fatal(message)) => panic!("{message}"),
+            }
+        }
+        panic!(
+            "redis-server did not start after {PORT_ATTEMPTS} attempts on fresh ports:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// The URL to connect to, such as `redis://127.0.0.1:40123/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TCP port the server listens on (kept across [`restart`](Self::restart)).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server process is running (possibly paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server and waits until it is gone. Connections to it fail from now on.
+    /// Does nothing when it is already stopped.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Ignoring errors: the child may already have exited, which is what we want.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server (when running) and starts a new, empty one on the same port, waiting
+    /// until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When the new server does not come up (for instance because another process took the
+    /// port meanwhile).
+    pub fn restart(&mut self) {
+        self.stop();
+        match launch(self.port, &self.dir) {
+            Ok(child) => self.child = Some(child),
+            Err(Failure::PortTaken(log) | Failure::Fatal(log)) => {
+                panic!("redis-server did not restart on port {}: {log}", self.port)
+            }
+        }
+    }
+
+    /// Freezes the server with `SIGSTOP`: it keeps its port and accepts TCP connections (the
+    /// kernel does) but answers nothing until [`resume`](Self::resume). Simulates a hung Redis.
+    ///
+    /// # Panics
+    ///
+    /// When the server is stopped or the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again with `SIGCONT`.
+    ///
+    /// # Panics
+    ///
+    /// When the server is stopped or the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let Some(child) = &self.child else {
+            panic!("redis-server on port {} is not running", self.port);
+        };
+        let pid = match i32::try_from(child.id()) {
+            Ok(pid) => Pid::from_raw(pid),
+            Err(_) => panic!("redis-server has an out-of-range pid {}", child.id()),
+        };
+        if let Err(err) = kill(pid, signal) {
+            panic!("cannot send {signal} to redis-server (pid {pid}): {err}");
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Kill first: the temporary directory is removed after this, when `dir` drops.
+        self.stop();
+    }
+}
+
+enum Failure {
+    /// The server exited early, most likely because the port was taken: worth another port.
+    PortTaken(String),
+    /// Anything else: retrying will not help.
+    Fatal(String),
+}
+
+/// A port that was free a moment ago. Redis binds it right after, so a collision is unlikely;
+/// `start` retries on another port when it happens.
+fn free_port() -> u16 {
+    match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
+        Ok(listener) => match listener.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(err) => panic!("cannot read the address of a bound socket: {err}"),
+        },
+        Err(err) => panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"),
+    }
+}
+
+/// Spawns `redis-server` on `port` and waits until it is ready.
+fn launch(port: u16, dir: &TempDir) -> Result<Child, Failure> {
+    let spawned = Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--daemonize")
+        .arg("no")
+        .arg("--loglevel")
+        .arg("notice")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::Fatal(INSTALL_HINT.to_owned()));
+        }
+        Err(err) => return Err(Failure::Fatal(format!("cannot run redis-server: {err}"))),
+    };
+    let lines = forward_output(&mut child);
+    match wait_until_ready(port, &lines) {
+        Ok(()) => Ok(child),
+        Err(log) => {
+            let _ = child.kill();
+            let exited_early = matches!(child.try_wait(), Ok(Some(_)));
+            let _ = child.wait();
+            // Drain what is left so the message shows the server's own explanation.
+            let mut log = log;
+            while let Ok(line) = lines.try_recv() {
+                log.push(line);
+            }
+            let tail = log[log.len().saturating_sub(LOG_TAIL)..].join("\n");
+            if exited_early || tail.contains("Address already in use") {
+                Err(Failure::PortTaken(tail))
+            } else {
+                Err(Failure::Fatal(format!(
+                    "redis-server on port {port} did not answer PING within {START_DEADLINE:?}; \
+                     its last output:\n{tail}"
+                )))
+            }
+        }
+    }
+}
+
+/// Copies the child's stdout and stderr, line by line, into a channel. The reader threads keep
+/// draining the pipes after the receiver is gone, so the server never blocks on a full pipe.
+fn forward_output(child: &mut Child) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        spawn_reader(stdout, tx.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        spawn_reader(stderr, tx);
+    }
+    rx
+}
+
+fn spawn_reader<R: Read + Send + 'static>(stream: R, tx: mpsc::Sender<String>) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            // The receiver is gone once the server is up: keep draining regardless.
+            let _ = tx.send(line);
+        }
+    });
+}
+
+/// Waits for the "ready" log line, then for a `PONG`. On failure returns the output seen.
+fn wait_until_ready(port: u16, lines: &Receiver<String>) -> Result<(), Vec<String>> {
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut log = Vec::new();
+    let mut ready = false;
+    while !ready {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                ready = line.contains("Ready to accept connections");
+                log.push(line);
+            }
+            // Timed out, or both pipes closed: the server exited.
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Err(log),
+        }
+    }
+    // Ready by its own account; confirm with a real round trip, still within the deadline.
+    loop {
+        match ping(port) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    log.push(format!("PING failed: {err}"));
+                    return Err(log);
+                }
+                // Wait for more output (or a short while) before the next attempt.
+                match lines.recv_timeout(left.min(Duration::from_millis(20))) {
+                    Ok(line) => log.push(line),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Err(log),
+                }
+            }
+        }
+    }
+}
+
+/// One `PING` over a fresh connection, with short timeouts.
+fn ping(port: u16) -> std::io::Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0_u8; 7];
+    stream.read_exact(&mut reply)?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(&reply)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_stops_and_restarts_on_the_same_port() {
+        let mut server = RedisServer::start();
+        let port = server.port();
+        assert!(server.url().contains(&port.to_string()));
+        ping(port).unwrap();
+        server.stop();
+        assert!(ping(port).is_err());
+        server.restart();
+        assert_eq!(server.port(), port);
+        ping(port).unwrap();
+    }
+
+    #[test]
+    fn a_paused_server_does_not_answer_until_resumed() {
+        let server = RedisServer::start();
+        server.pause();
+        assert!(ping(server.port()).is_err());
+        server.resume();
+        ping(server.port()).unwrap();
+    }
+}
