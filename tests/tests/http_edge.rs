@@ -1,6 +1,8 @@
 //! The HTTP edge as a client sees it: health, request ids, security headers, CORS, and every row
 //! of the bad-input list of the contract, over a real socket.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::time::Duration;
 
 use keel_testkit::TestApp;

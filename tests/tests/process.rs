@@ -1,6 +1,8 @@
 //! The real `server` binary: graceful shutdown on signals, and logs that are structured and
 //! never carry a secret.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::time::Duration;
 
 use keel_testkit::ServerProcess;

@@ -432,6 +432,10 @@ fn describe(error: figment::Error) -> ConfigError {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
 mod tests {
     use figment::Jail;
 

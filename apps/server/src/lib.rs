@@ -2,6 +2,7 @@
 //! `server` binary is a thin `main` over it, and tests build the same [`Application`] on port 0.
 
 pub mod config;
+pub mod readiness;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

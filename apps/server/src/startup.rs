@@ -12,10 +12,13 @@ use std::sync::Arc;
 
 use keel_auth::{Accounts, PasswordHasher, PasswordHashingConfig};
 use keel_domain::{Clock, SystemClock, UserRepository};
-use keel_http_adapter::{HttpApp, Readiness, Services};
+use keel_http_adapter::{HttpApp, Readiness, ReadinessCheck, Services};
+use keel_session::RedisPoolConfig;
+use keel_session::deadpool_redis::Pool;
 use keel_storage::InMemoryUserRepository;
 
-use crate::config::Config;
+use crate::config::{Config, RedisConfig};
+use crate::readiness::RedisCheck;
 use crate::shutdown::Shutdown;
 
 /// The version reported by /health.
@@ -37,6 +40,9 @@ pub enum StartupError {
         #[source]
         source: io::Error,
     },
+    /// The Redis pool could not be built from the configuration.
+    #[error("cannot set up Redis")]
+    Redis(#[source] keel_session::SessionError),
     /// The HTTP server could not be set up on the listener.
     #[error("cannot start the HTTP server")]
     Server(#[source] io::Error),
@@ -69,8 +75,12 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let address = listener.local_addr().map_err(StartupError::Server)?;
         let shutdown = Shutdown::new();
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> = Vec::new();
+        if let Some(pool) = redis_pool(&config.redis)? {
+            checks.push(Arc::new(RedisCheck::new(pool)));
+        }
         let readiness = Readiness::new(
-            Vec::new(),
+            checks,
             Duration::from_millis(config.server.readiness_timeout_ms),
             VERSION,
         );
@@ -171,6 +181,23 @@ impl Application {
         tracing::info!("shutdown: complete");
         Ok(())
     }
+}
+
+/// The one pool shared by everything that talks to Redis, when Redis is configured. Building it
+/// does not connect: a Redis that is down at start makes the server unready, not dead.
+fn redis_pool(config: &RedisConfig) -> Result<Option<Pool>, StartupError> {
+    let Some(url) = &config.url else {
+        return Ok(None);
+    };
+    let pool = keel_session::redis_pool(&RedisPoolConfig {
+        url: url.clone(),
+        max_size: config.pool_size,
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        response_timeout: Duration::from_millis(config.response_timeout_ms),
+        wait_timeout: Duration::from_millis(config.wait_timeout_ms),
+    })
+    .map_err(StartupError::Redis)?;
+    Ok(Some(pool))
 }
 
 #[cfg(feature = "governor")]

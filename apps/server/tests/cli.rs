@@ -1,5 +1,7 @@
 //! The binary's command line: exit codes and what it prints, for operators and scripts.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::process::{Command, Output};
 
 fn server(args: &[&str], env: &[(&str, &str)]) -> Output {

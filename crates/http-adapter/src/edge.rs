@@ -168,14 +168,19 @@ where
     }
 }
 
-/// An error response whose body was made by actix or a third-party middleware, not by Keel.
+/// An error response whose body was made by actix or a third-party middleware (plain text or
+/// empty), not by Keel. Keel's own JSON error bodies, such as the readiness report, stay.
 fn needs_problem_body(response: &HttpResponse) -> bool {
     let status = response.status();
     (status.is_client_error() || status.is_server_error())
         && response
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_none_or(|content_type| content_type.as_bytes() != PROBLEM_JSON.as_bytes())
+            .is_none_or(|content_type| {
+                let content_type = content_type.as_bytes();
+                content_type != PROBLEM_JSON.as_bytes()
+                    && !content_type.starts_with(b"application/json")
+            })
 }
 
 /// Replaces the body with the generic problem for its status, keeping meaningful headers

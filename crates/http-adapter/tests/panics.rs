@@ -1,6 +1,8 @@
 //! A handler that panics costs its own request a generic 500 problem, and nothing else: the
 //! worker keeps serving.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};

@@ -1,0 +1,44 @@
+//! Readiness checks that the app registers for the dependencies it wires in.
+
+use deadpool_redis::Pool;
+use keel_http_adapter::{CheckFuture, ReadinessCheck};
+use keel_session::deadpool_redis;
+
+/// Redis answers PING through the shared pool (so a pool that cannot hand out a connection
+/// counts as down, which is what requests would see).
+pub struct RedisCheck {
+    pool: Pool,
+}
+
+impl RedisCheck {
+    /// A check over the app's shared pool.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+impl ReadinessCheck for RedisCheck {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        Box::pin(async move {
+            let mut connection = self.pool.get().await.map_err(|error| describe(&error))?;
+            let answer: String = deadpool_redis::redis::cmd("PING")
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| describe(&error))?;
+            if answer == "PONG" {
+                Ok(())
+            } else {
+                Err(format!("unexpected answer `{answer}`"))
+            }
+        })
+    }
+}
+
+/// Error text for operators. Redis errors do not echo the URL, so no password leaks here.
+fn describe(error: &dyn std::fmt::Display) -> String {
+    error.to_string()
+}
