@@ -6,7 +6,10 @@ use std::process::Command;
 
 #[test]
 fn the_example_production_config_passes_the_production_checks() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/keel.production.toml");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/keel.production.toml"
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_server"))
         .arg("--print-config")
         .env_clear()
