@@ -6,9 +6,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use keel_auth::{JwtConfig, PasswordHashingConfig};
 use keel_http_adapter::{CorsConfig, HttpConfig, RateLimitConfig};
+use keel_session::SessionConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -26,6 +30,12 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Passwords and access tokens.
+    pub auth: AuthConfig,
+    /// Session lifetimes and the registry's key prefix.
+    pub session: SessionConfig,
+    /// The session cookie.
+    pub cookie: CookieConfig,
     /// Redis; unset means in-memory stores for a single instance.
     pub redis: RedisConfig,
     /// Graceful shutdown.
@@ -42,11 +52,41 @@ impl Default for Config {
             http: HttpConfig::default(),
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            auth: AuthConfig::default(),
+            session: SessionConfig::default(),
+            cookie: CookieConfig::default(),
             redis: RedisConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
     }
+}
+
+/// Passwords and access tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The JWT key ring. Without keys, development generates an ephemeral one; production
+    /// refuses to start.
+    pub jwt: JwtConfig,
+    /// argon2id concurrency.
+    pub password_hashing: PasswordHashingConfig,
+}
+
+/// The session cookie (browsers; API clients use Bearer tokens).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieConfig {
+    /// `Secure` attribute; unset: on in production, off in development (plain http).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    /// A name other than `__Host-keel` (secure) or `keel_session` (development).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Base64 of at least 64 random bytes that encrypt and sign the cookie, the same on every
+    /// instance; unset: a random key per process (development only: cookies die on restart).
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretString>,
 }
 
 /// The deployment profile.
@@ -187,6 +227,19 @@ impl Config {
         })
     }
 
+    /// Whether the session cookie is `Secure`.
+    pub fn cookie_secure(&self) -> bool {
+        self.cookie
+            .secure
+            .unwrap_or(self.profile == Profile::Production)
+    }
+
+    /// The cookie key's bytes, when one is configured (validated by [`Config::validate`]).
+    pub fn cookie_key_bytes(&self) -> Option<Vec<u8>> {
+        let key = self.cookie.key.as_ref()?;
+        BASE64.decode(key.expose_secret().trim()).ok()
+    }
+
     /// The drain period in force, in seconds.
     pub fn drain_seconds(&self) -> u64 {
         self.shutdown.drain_seconds.unwrap_or(match self.profile {
@@ -264,6 +317,21 @@ impl Config {
                 ));
             }
         }
+        if self.cookie.key.is_some() {
+            match self.cookie_key_bytes() {
+                None => return Err(ConfigError::new("cookie.key", "is not base64")),
+                Some(bytes) if bytes.len() < 64 => {
+                    return Err(ConfigError::new(
+                        "cookie.key",
+                        format!(
+                            "holds {} bytes; at least 64 random bytes are needed",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if self.profile == Profile::Production {
             self.refuse_unsafe_production_settings()?;
         }
@@ -289,6 +357,24 @@ impl Config {
                 ),
             ));
         }
+        if self.auth.jwt.keys.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt.keys",
+                "production needs configured signing keys: an ephemeral key would log everyone out on every restart and differ between instances",
+            ));
+        }
+        if self.cookie.key.is_none() {
+            return Err(ConfigError::new(
+                "cookie.key",
+                "production needs a configured cookie key (base64 of 64 random bytes), the same on every instance",
+            ));
+        }
+        if !self.cookie_secure() {
+            return Err(ConfigError::new(
+                "cookie.secure",
+                "the session cookie must be Secure in production, or it travels over plain http",
+            ));
+        }
         if !self.rate_limit.enabled {
             return Err(ConfigError::new(
                 "rate_limit.enabled",
@@ -308,6 +394,17 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
         return Err("is not an origin: write scheme://host[:port], without a path or wildcard");
     }
     Ok(())
+}
+
+/// Serialises a secret as `[REDACTED]`.
+fn redacted<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[REDACTED]"),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Serialises a Redis URL with its password replaced, so operators still see the host.
@@ -520,6 +617,20 @@ mod tests {
             assert_eq!(load_in(jail).unwrap_err().key(), "http.trusted_proxies");
 
             jail.set_env("KEEL_HTTP__TRUSTED_PROXIES", r#"["10.0.0.0/8"]"#);
+            assert_eq!(load_in(jail).unwrap_err().key(), "auth.jwt.keys");
+
+            jail.set_env("KEEL_AUTH__JWT__ALGORITHM", "HS256");
+            jail.set_env(
+                "KEEL_AUTH__JWT__KEYS",
+                r#"[{kid="k1",secret="0123456789abcdef0123456789abcdef"}]"#,
+            );
+            assert_eq!(load_in(jail).unwrap_err().key(), "cookie.key");
+
+            jail.set_env("KEEL_COOKIE__KEY", BASE64.encode([7u8; 64]));
+            jail.set_env("KEEL_COOKIE__SECURE", "false");
+            assert_eq!(load_in(jail).unwrap_err().key(), "cookie.secure");
+
+            jail.set_env("KEEL_COOKIE__SECURE", "true");
             jail.set_env("KEEL_RATE_LIMIT__ENABLED", "false");
             assert_eq!(load_in(jail).unwrap_err().key(), "rate_limit.enabled");
 
@@ -527,6 +638,56 @@ mod tests {
             let config = load_in(jail).unwrap();
             assert_eq!(config.log_format(), LogFormat::Json);
             assert_eq!(config.drain_seconds(), 5);
+            assert!(config.cookie_secure());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cookie_key_must_be_base64_of_64_bytes() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KEEL_COOKIE__KEY", BASE64.encode([7u8; 32]));
+            let error = load_in(jail).unwrap_err();
+            assert_eq!(error.key(), "cookie.key");
+            assert!(error.to_string().contains("32 bytes"), "{error}");
+            jail.set_env("KEEL_COOKIE__KEY", "not base64!");
+            assert_eq!(load_in(jail).unwrap_err().key(), "cookie.key");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn development_cookies_are_not_secure_unless_asked() {
+        Jail::expect_with(|jail| {
+            assert!(!load_in(jail).unwrap().cookie_secure());
+            jail.set_env("KEEL_COOKIE__SECURE", "true");
+            assert!(load_in(jail).unwrap().cookie_secure());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printing_never_shows_key_material() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KEEL_AUTH__JWT__ALGORITHM", "HS256");
+            jail.set_env(
+                "KEEL_AUTH__JWT__KEYS",
+                r#"[{kid="k1",secret="canary-hmac-secret-0123456789abcdef"}]"#,
+            );
+            jail.set_env(
+                "KEEL_COOKIE__KEY",
+                BASE64.encode(*b"canary-cookie-key-canary-cookie-key-canary-cookie-key-canary-coo"),
+            );
+            let printed = load_in(jail).unwrap().to_redacted_toml().unwrap();
+            assert!(!printed.contains("canary"), "{printed}");
+            assert!(
+                !printed.contains(
+                    &BASE64.encode(
+                        *b"canary-cookie-key-canary-cookie-key-canary-cookie-key-canary-coo"
+                    )
+                )
+            );
+            assert!(printed.contains("kid = \"k1\""), "{printed}");
             Ok(())
         });
     }

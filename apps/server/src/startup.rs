@@ -10,12 +10,14 @@ use actix_web::HttpServer;
 use actix_web::dev::Server;
 use std::sync::Arc;
 
-use keel_auth::{Accounts, PasswordHasher, PasswordHashingConfig};
+use actix_web::cookie::Key;
+use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher};
 use keel_domain::{Clock, SystemClock, UserRepository};
-use keel_http_adapter::{HttpApp, Readiness, ReadinessCheck, Services};
-use keel_session::RedisPoolConfig;
+use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
+use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
 use keel_session::deadpool_redis::Pool;
-use keel_storage::InMemoryUserRepository;
+use keel_session::{MemorySessionStore, RedisPoolConfig, RedisSessionStore, SessionStore};
+use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
 
 use crate::config::{Config, RedisConfig};
 use crate::readiness::RedisCheck;
@@ -23,6 +25,9 @@ use crate::shutdown::Shutdown;
 
 /// The version reported by /health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often the quota limiter forgets replenished keys.
+const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the flood guard forgets clients whose quota has replenished.
 #[cfg(feature = "governor")]
@@ -43,6 +48,15 @@ pub enum StartupError {
     /// The Redis pool could not be built from the configuration.
     #[error("cannot set up Redis")]
     Redis(#[source] keel_session::SessionError),
+    /// The JWT keys are unusable, or the start-up self-test failed.
+    #[error("the JWT key ring is unusable")]
+    Keys(#[source] JwtError),
+    /// The session cookie settings are unusable.
+    #[error("the session cookie settings are unusable")]
+    Cookie(#[source] SessionCookieConfigError),
+    /// A quota is unusable.
+    #[error("a rate-limit quota is unusable")]
+    Quota(#[source] InvalidQuota),
     /// The HTTP server could not be set up on the listener.
     #[error("cannot start the HTTP server")]
     Server(#[source] io::Error),
@@ -76,8 +90,9 @@ impl Application {
         let address = listener.local_addr().map_err(StartupError::Server)?;
         let shutdown = Shutdown::new();
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = Vec::new();
-        if let Some(pool) = redis_pool(&config.redis)? {
-            checks.push(Arc::new(RedisCheck::new(pool)));
+        let pool = redis_pool(&config.redis)?;
+        if let Some(pool) = &pool {
+            checks.push(Arc::new(RedisCheck::new(pool.clone())));
         }
         let readiness = Readiness::new(
             checks,
@@ -86,12 +101,37 @@ impl Application {
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let users: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
-        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+        let hasher = PasswordHasher::new(&config.auth.password_hashing);
+        let sessions: Arc<dyn SessionStore> = match &pool {
+            Some(pool) => Arc::new(RedisSessionStore::new(pool.clone(), config.session.clone())),
+            None => Arc::new(MemorySessionStore::new(config.session.clone())),
+        };
+        let keys = key_ring(&config)?;
+        let auth = Auth::new(
+            Arc::clone(&users),
+            hasher.clone(),
+            sessions,
+            keys,
+            Arc::clone(&clock),
+            config.session.clone(),
+        );
+        let limiter = Arc::new(InMemoryRateLimiter::new());
+        spawn_rate_limiter_pruning(&limiter, &shutdown);
+        let quotas = Quotas::new(
+            &config.rate_limit.quotas,
+            config.rate_limit.enabled,
+            limiter,
+        )
+        .map_err(StartupError::Quota)?;
         let services = Services {
             readiness,
             accounts: Accounts::new(users, hasher, clock),
+            auth,
+            quotas,
+            cookie: cookie(&config)?,
         };
-        let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, services);
+        let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, services)
+            .map_err(StartupError::Cookie)?;
         #[cfg(feature = "governor")]
         spawn_flood_guard_pruning(&http, &shutdown);
 
@@ -181,6 +221,55 @@ impl Application {
         tracing::info!("shutdown: complete");
         Ok(())
     }
+}
+
+/// The configured key ring, or in development without keys an ephemeral one; either way
+/// self-tested (sign and verify once) before the server takes traffic.
+fn key_ring(config: &Config) -> Result<KeyRing, StartupError> {
+    let keys = if config.auth.jwt.keys.is_empty() {
+        tracing::warn!(
+            "no JWT keys configured: using an ephemeral development key; every token dies when the server restarts"
+        );
+        KeyRing::generate_ephemeral(&config.auth.jwt)
+    } else {
+        KeyRing::from_config(&config.auth.jwt)
+    }
+    .map_err(StartupError::Keys)?;
+    keys.self_test().map_err(StartupError::Keys)?;
+    Ok(keys)
+}
+
+/// The session cookie's settings and key; a random key in development when none is configured.
+fn cookie(config: &Config) -> Result<(SessionCookieConfig, Key), StartupError> {
+    let settings = SessionCookieConfig {
+        secure: config.cookie_secure(),
+        name: config.cookie.name.clone(),
+    };
+    let key = match config.cookie_key_bytes() {
+        Some(bytes) => cookie_key(&bytes).map_err(StartupError::Cookie)?,
+        None => {
+            tracing::warn!(
+                "no cookie key configured: using a random one; session cookies die when the server restarts"
+            );
+            Key::generate()
+        }
+    };
+    Ok((settings, key))
+}
+
+/// Forgets rate-limit keys whose quota has fully replenished.
+fn spawn_rate_limiter_pruning(limiter: &Arc<InMemoryRateLimiter>, shutdown: &Shutdown) {
+    let limiter = Arc::clone(limiter);
+    let token = shutdown.token();
+    shutdown.spawn(async move {
+        let mut interval = tokio::time::interval(RATE_LIMITER_PRUNE_INTERVAL);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = interval.tick() => { limiter.prune(time::OffsetDateTime::now_utc()); }
+            }
+        }
+    });
 }
 
 /// The one pool shared by everything that talks to Redis, when Redis is configured. Building it

@@ -14,6 +14,13 @@ fn the_example_production_config_passes_the_production_checks() {
         .arg("--print-config")
         .env_clear()
         .env("KEEL_CONFIG", file)
+        // Secrets come from the environment in production, as deploy/README.md says.
+        .env("KEEL_AUTH__JWT__ALGORITHM", "HS256")
+        .env(
+            "KEEL_AUTH__JWT__KEYS",
+            r#"[{kid="2026-11",secret="0123456789abcdef0123456789abcdef0123"}]"#,
+        )
+        .env("KEEL_COOKIE__KEY", "a".repeat(88))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,17 +1,13 @@
-//! Keel's authentication building blocks.
-//!
-//! - [`password`]: argon2id password hashing on tokio's blocking pool, with bounded concurrency
-//!   so a flood of logins queues or is refused ([`PasswordError::Busy`]) instead of exhausting
-//!   memory, and a dummy verification so unknown accounts cost the same time as known ones.
-//! - [`jwt`]: access tokens (RFC 9068 `at+jwt`) signed by a [`KeyRing`] (EdDSA by default, ES256
-//!   or HS256), the JWKS that publishes the public keys, and a bounded cache of verified tokens.
-//!
-//! This crate builds without actix-web; its `actix` feature adds the framework glue. Errors are
-//! HTTP-free: the status mapping happens once, at the edge, in keel-http-adapter.
+#![doc = include_str!("../README.md")]
 
 pub mod accounts;
+#[cfg(feature = "actix")]
+pub mod actix;
 pub mod jwt;
 pub mod password;
+pub mod service;
+#[cfg(test)]
+mod test_support;
 
 pub use accounts::{AccountError, Accounts, Registration};
 pub use jwt::{
@@ -19,3 +15,6 @@ pub use jwt::{
     KeyRing, VerifiedTokenCache,
 };
 pub use password::{PasswordError, PasswordHasher, PasswordHashingConfig};
+pub use service::{
+    Auth, AuthError, ClientInfo, Principal, RevocationListener, SignedIn, TOKEN_TYPE, Tokens,
+};

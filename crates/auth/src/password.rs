@@ -15,7 +15,7 @@ use argon2::password_hash::{self, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 
 /// Memory cost in KiB (OWASP password storage cheat sheet, argon2id first choice).
@@ -58,8 +58,8 @@ pub enum PasswordError {
 /// max_concurrent = 4        # default: the number of CPUs
 /// queue_timeout_ms = 5000   # default: 5000 (5 s)
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PasswordHashingConfig {
     /// How many argon2 computations may run at once. Memory use is bounded by
     /// `max_concurrent × 19 MiB`. 0 is treated as 1.
@@ -82,7 +82,11 @@ impl Default for PasswordHashingConfig {
 mod duration_ms {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)

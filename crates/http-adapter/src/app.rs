@@ -18,7 +18,12 @@ use crate::health::{self, Readiness};
 use crate::rate_limit::RateLimitConfig;
 use crate::security_headers::SecurityHeaders;
 use crate::{extract, routes};
-use keel_auth::Accounts;
+use actix_web::cookie::Key;
+use keel_auth::actix::CsrfPolicy;
+use keel_auth::{Accounts, Auth};
+use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, session_middleware};
+
+use crate::quota::Quotas;
 
 /// The services behind the routes, built by the app from its stores.
 pub struct Services {
@@ -26,6 +31,13 @@ pub struct Services {
     pub readiness: Readiness,
     /// The account use cases.
     pub accounts: Accounts,
+    /// Logins, tokens and sessions.
+    pub auth: Auth,
+    /// The quotas of the account endpoints.
+    pub quotas: Quotas,
+    /// How the session cookie is set, and the key that encrypts it (the same on every
+    /// instance).
+    pub cookie: (SessionCookieConfig, Key),
 }
 
 /// Everything the HTTP app needs, built once at start-up and cloned into every worker.
@@ -38,6 +50,10 @@ struct Inner {
     edge: Edge,
     readiness: web::Data<Readiness>,
     accounts: web::Data<Accounts>,
+    auth: web::Data<Auth>,
+    quotas: web::Data<Quotas>,
+    csrf: web::Data<CsrfPolicy>,
+    cookie: (SessionCookieConfig, Key),
     body_limit: usize,
     #[cfg(feature = "governor")]
     flood_guard: Option<FloodGuard>,
@@ -50,7 +66,8 @@ impl HttpApp {
         cors: &CorsConfig,
         rate_limit: &RateLimitConfig,
         services: Services,
-    ) -> Self {
+    ) -> Result<Self, SessionCookieConfigError> {
+        services.cookie.0.validate()?;
         let edge = Edge::new(
             Cors::new(&cors.allowed_origins),
             SecurityHeaders::new(&http.hsts),
@@ -59,11 +76,15 @@ impl HttpApp {
         );
         #[cfg(not(feature = "governor"))]
         let _ = rate_limit;
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 edge,
                 readiness: web::Data::new(services.readiness),
                 accounts: web::Data::new(services.accounts),
+                auth: web::Data::new(services.auth),
+                quotas: web::Data::new(services.quotas),
+                csrf: web::Data::new(CsrfPolicy::new(cors.allowed_origins.iter())),
+                cookie: services.cookie,
                 body_limit: http.body_limit_bytes,
                 #[cfg(feature = "governor")]
                 flood_guard: rate_limit
@@ -71,7 +92,7 @@ impl HttpApp {
                     .then(|| FloodGuard::new(&rate_limit.flood_guard))
                     .flatten(),
             }),
-        }
+        })
     }
 
     /// The flood guard, when it is on, so the app can prune it periodically.
@@ -101,6 +122,9 @@ impl HttpApp {
         let app = App::new()
             .app_data(inner.readiness.clone())
             .app_data(inner.accounts.clone())
+            .app_data(inner.auth.clone())
+            .app_data(inner.quotas.clone())
+            .app_data(inner.csrf.clone())
             .app_data(extract::json_config(inner.body_limit))
             .app_data(extract::payload_config(inner.body_limit))
             .app_data(extract::path_config())
@@ -108,11 +132,28 @@ impl HttpApp {
             .service(get("/health", health::health))
             .service(get("/health/live", health::live))
             .service(get("/health/ready", health::ready))
+            .service(get("/.well-known/jwks.json", routes::auth::jwks))
             .default_service(web::to(not_found))
             .wrap(inner.edge.clone());
+        let (cookie_config, cookie_key) = &inner.cookie;
+        // Runs once per worker at start-up; `HttpApp::new` validated the same configuration.
+        let sessions = session_middleware(cookie_config, cookie_key.clone())
+            .expect("the cookie configuration was validated by HttpApp::new");
         let api = web::scope("/api/v1")
             .service(post("/auth/register", routes::auth::register))
-            .default_service(web::to(not_found));
+            .service(post("/auth/login", routes::auth::login))
+            .service(post("/auth/refresh", routes::auth::refresh))
+            .service(post("/auth/logout", routes::auth::logout))
+            .service(post("/auth/logout-all", routes::auth::logout_all))
+            .service(get("/auth/me", routes::auth::me))
+            .service(get("/auth/sessions", routes::auth::sessions))
+            .service(
+                web::resource("/auth/sessions/{id}")
+                    .route(web::delete().to(routes::auth::revoke_session))
+                    .default_service(web::to(|| async { method_not_allowed("DELETE") })),
+            )
+            .default_service(web::to(not_found))
+            .wrap(sessions);
         #[cfg(feature = "governor")]
         if let Some(guard) = &inner.flood_guard {
             return app.service(api.wrap(guard.middleware()));

@@ -2,10 +2,13 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use keel_auth::AccountError;
+use keel_auth::{AccountError, AuthError};
 use keel_domain::ValidationErrors;
 
 use crate::error::{ApiError, FieldError};
+
+/// The challenge of a 401 for a token that was presented and refused (RFC 6750 §3).
+const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\"";
 
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
@@ -31,13 +34,64 @@ impl From<AccountError> for ApiError {
                 "email_taken",
                 "An account with this email exists already.",
             ),
-            AccountError::Busy => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "The server is busy; try again shortly.",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            AccountError::Busy => busy(),
             AccountError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
         }
     }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidCredentials => unauthorized(
+                "invalid_credentials",
+                "The email or the password is wrong.",
+                "Bearer",
+            ),
+            AuthError::InvalidToken => unauthorized(
+                "invalid_token",
+                "The token is not valid.",
+                INVALID_TOKEN_CHALLENGE,
+            ),
+            AuthError::TokenExpired => unauthorized(
+                "token_expired",
+                "The access token has expired; refresh it.",
+                INVALID_TOKEN_CHALLENGE,
+            ),
+            AuthError::TokenReused => unauthorized(
+                "token_reused",
+                "This refresh token was already used; the session has been revoked. Log in again.",
+                INVALID_TOKEN_CHALLENGE,
+            ),
+            AuthError::Unauthorized => unauthorized(
+                "unauthorized",
+                "The session has ended; log in again.",
+                INVALID_TOKEN_CHALLENGE,
+            ),
+            AuthError::NotFound => ApiError::not_found(),
+            AuthError::Busy => busy(),
+            AuthError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
+        }
+    }
+}
+
+/// A 401 with its `www-authenticate` challenge.
+pub(crate) fn unauthorized(
+    code: &'static str,
+    detail: &'static str,
+    challenge: &'static str,
+) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, detail).with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    )
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "The server is busy; try again shortly.",
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }

@@ -30,6 +30,7 @@
 
 mod app;
 mod body_timeout;
+mod caller;
 mod client_ip;
 mod config;
 mod convert;
@@ -40,6 +41,7 @@ mod extract;
 #[cfg(feature = "governor")]
 mod flood_guard;
 mod health;
+mod quota;
 mod rate_limit;
 mod request_id;
 mod routes;
@@ -54,6 +56,7 @@ pub use error::{ApiError, FieldError, PROBLEM_JSON};
 #[cfg(feature = "governor")]
 pub use flood_guard::FloodGuard;
 pub use health::{CheckFuture, Readiness, ReadinessCheck, ReadinessReport};
+pub use quota::{InvalidQuota, QuotaConfig, QuotaSpec, Quotas};
 pub use rate_limit::{FloodGuardConfig, RateLimitConfig};
 pub use request_id::RequestId;
 pub use security_headers::{HstsConfig, SecurityHeaders};

@@ -10,6 +10,8 @@ pub struct RateLimitConfig {
     pub enabled: bool,
     /// The per-IP flood guard in front of the API.
     pub flood_guard: FloodGuardConfig,
+    /// Keel's own quotas on the account endpoints.
+    pub quotas: crate::quota::QuotaConfig,
 }
 
 impl Default for RateLimitConfig {
@@ -17,6 +19,7 @@ impl Default for RateLimitConfig {
         Self {
             enabled: true,
             flood_guard: FloodGuardConfig::default(),
+            quotas: crate::quota::QuotaConfig::default(),
         }
     }
 }

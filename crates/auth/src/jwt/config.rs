@@ -3,11 +3,11 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The signing algorithm of a key ring. RS256 is deliberately absent (the `rsa` crate's timing
 /// advisory, RUSTSEC-2023-0071).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum JwtAlgorithm {
     /// Ed25519 signatures (RFC 8037). The default: small keys, fast, deterministic.
     #[default]
@@ -56,19 +56,28 @@ impl fmt::Display for JwtAlgorithm {
 /// """
 /// ```
 ///
-/// `Debug` shows the `kid` only; the key material prints as `[REDACTED]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the `kid` only; the key material prints (and serialises) as `[REDACTED]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key id, written into each token's `kid` header and the JWKS. Unique within the ring.
     pub kid: String,
     /// EdDSA: a PKCS#8 `PRIVATE KEY` PEM (`openssl genpkey -algorithm ed25519`).
     /// ES256: a PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY` PEM on P-256
     /// (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "redacted",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_key_pem: Option<SecretString>,
     /// HS256: the shared secret, used as its UTF-8 bytes; at least 32 bytes of random
     /// (`openssl rand -base64 48` gives a suitable string).
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "redacted",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret: Option<SecretString>,
 }
 
@@ -95,8 +104,8 @@ impl KeyConfig {
 /// Access-token settings and the key ring. Every field has a default, so `{}` is valid except
 /// that [`KeyRing::from_config`](super::KeyRing::from_config) needs at least one key (development
 /// uses [`KeyRing::generate_ephemeral`](super::KeyRing::generate_ephemeral) instead).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// The `iss` claim written and required, compared exactly. Default `"keel"`.
     pub issuer: String,
@@ -126,5 +135,16 @@ impl Default for JwtConfig {
             keys: Vec::new(),
             verified_cache_capacity: 10_000,
         }
+    }
+}
+
+/// Key material is never printed, not even by `--print-config`.
+fn redacted<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[REDACTED]"),
+        None => serializer.serialize_none(),
     }
 }

@@ -1,14 +1,23 @@
-//! `/api/v1/auth`: accounts and sessions.
+//! `/api/v1/auth`: accounts, logins and sessions, and the JWKS.
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, web};
-use keel_auth::{Accounts, Registration};
-use keel_domain::User;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use keel_auth::{Accounts, Auth, ClientInfo, Registration, SignedIn};
+use keel_domain::{SessionId, User};
+use keel_session::Session;
+use keel_session::actix::{clear_session_cookie, write_session_cookie};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
+use crate::caller::Caller;
+use crate::edge::ClientIp;
 use crate::error::ApiError;
+use crate::quota::Quotas;
 
-/// POST /register body.
+/// Longest email used as a rate-limit key; longer input is not an email anyway.
+const MAX_EMAIL_KEY_CHARS: usize = 254;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RegisterBody {
@@ -17,16 +26,104 @@ pub(crate) struct RegisterBody {
     display_name: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub(crate) struct LoginBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefreshBody {
+    refresh_token: String,
+}
+
 #[derive(Serialize)]
 struct UserBody<'a> {
     user: &'a User,
 }
 
-/// POST /api/v1/auth/register: 201 with the new user.
+#[derive(Serialize)]
+struct MeBody<'a> {
+    user: &'a User,
+    session: SessionView<'a>,
+}
+
+#[derive(Serialize)]
+struct SessionsBody<'a> {
+    sessions: Vec<SessionView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokensBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: u64,
+    refresh_token: &'a str,
+    user: &'a User,
+    session: SessionView<'a>,
+    /// The double-submit CSRF token for cookie-authenticated requests (`x-csrf-token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<&'a str>,
+}
+
+/// A session as clients see it: no refresh-token state, and whether it is the caller's own.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView<'a> {
+    id: SessionId,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen_at: OffsetDateTime,
+    /// When the session ends if it stays idle: the earlier of its idle and absolute expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    current: bool,
+}
+
+impl<'a> SessionView<'a> {
+    fn new(session: &'a Session, current: SessionId) -> Self {
+        Self {
+            id: session.id,
+            created_at: session.created_at,
+            last_seen_at: session.last_seen_at,
+            expires_at: session.expires_at.min(session.idle_expires_at),
+            user_agent: session.user_agent.as_deref(),
+            ip: session.ip.map(|ip| ip.to_string()),
+            current: session.id == current,
+        }
+    }
+}
+
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    response
+}
+
+fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.extensions().get::<ClientIp>().map(|ip| ip.0)
+}
+
+fn ip_key(req: &HttpRequest) -> String {
+    client_ip(req).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// POST /register: 201 with the new user.
 pub(crate) async fn register(
+    req: HttpRequest,
     accounts: web::Data<Accounts>,
+    quotas: web::Data<Quotas>,
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let limits = quotas
+        .check(&[(&quotas.register_ip, &ip_key(&req))])
+        .await?;
     let RegisterBody {
         email,
         password,
@@ -39,7 +136,147 @@ pub(crate) async fn register(
             display_name,
         })
         .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .json(UserBody { user: &user }))
+    let mut response = no_store(HttpResponse::Created());
+    limits.apply(&mut response);
+    Ok(response.json(UserBody { user: &user }))
+}
+
+/// POST /login: 200 with tokens, and the session cookie.
+pub(crate) async fn login(
+    req: HttpRequest,
+    auth: web::Data<Auth>,
+    quotas: web::Data<Quotas>,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginBody { email, password } = body.into_inner();
+    // Keyed on the address as matched (trimmed, lowercased), so case games share one budget.
+    let email_key: String = email
+        .trim()
+        .to_lowercase()
+        .chars()
+        .take(MAX_EMAIL_KEY_CHARS)
+        .collect();
+    let limits = quotas
+        .check(&[
+            (&quotas.login_ip, &ip_key(&req)),
+            (&quotas.login_email, &email_key),
+        ])
+        .await?;
+    let client = ClientInfo {
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .map(str::to_owned),
+        ip: client_ip(&req),
+    };
+    let signed_in = auth.login(&email, &password, client).await?;
+    let csrf = write_session_cookie(&req, signed_in.session.id).map_err(ApiError::internal)?;
+    let mut response = no_store(HttpResponse::Ok());
+    limits.apply(&mut response);
+    Ok(response.json(tokens_body(&signed_in, Some(csrf.expose_secret()))))
+}
+
+/// POST /refresh: 200 with a new token pair; the presented refresh token is spent.
+pub(crate) async fn refresh(
+    req: HttpRequest,
+    auth: web::Data<Auth>,
+    quotas: web::Data<Quotas>,
+    body: web::Json<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    let limits = quotas.check(&[(&quotas.refresh_ip, &ip_key(&req))]).await?;
+    let signed_in = auth.refresh(&body.refresh_token).await?;
+    let mut response = no_store(HttpResponse::Ok());
+    limits.apply(&mut response);
+    Ok(response.json(tokens_body(&signed_in, None)))
+}
+
+fn tokens_body<'a>(signed_in: &'a SignedIn, csrf_token: Option<&'a str>) -> TokensBody<'a> {
+    let SignedIn {
+        user,
+        session,
+        tokens,
+    } = signed_in;
+    TokensBody {
+        access_token: &tokens.access_token,
+        token_type: tokens.token_type,
+        expires_in: tokens.expires_in,
+        refresh_token: tokens.refresh_token.expose_secret(),
+        user,
+        session: SessionView::new(session, session.id),
+        csrf_token,
+    }
+}
+
+/// POST /logout: 204; the caller's session is revoked everywhere and the cookie cleared.
+pub(crate) async fn logout(
+    req: HttpRequest,
+    auth: web::Data<Auth>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    auth.logout(&caller.0).await?;
+    clear_session_cookie(&req);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// POST /logout-all: 204; every session of the caller's user is revoked.
+pub(crate) async fn logout_all(
+    req: HttpRequest,
+    auth: web::Data<Auth>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    auth.logout_all(caller.0.user_id).await?;
+    clear_session_cookie(&req);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// GET /me: the caller's user and session.
+pub(crate) async fn me(auth: web::Data<Auth>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let (user, session) = auth.me(&caller.0).await?;
+    let session = SessionView::new(&session, caller.0.session.id);
+    Ok(no_store(HttpResponse::Ok()).json(MeBody {
+        user: &user,
+        session,
+    }))
+}
+
+/// GET /sessions: the caller's user's live sessions.
+pub(crate) async fn sessions(
+    auth: web::Data<Auth>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = auth.list_sessions(caller.0.user_id).await?;
+    let current = caller.0.session.id;
+    let body = SessionsBody {
+        sessions: sessions
+            .iter()
+            .map(|session| SessionView::new(session, current))
+            .collect(),
+    };
+    Ok(no_store(HttpResponse::Ok()).json(body))
+}
+
+/// DELETE /sessions/{id}: 204, or 404 when it is not one of the caller's sessions.
+pub(crate) async fn revoke_session(
+    req: HttpRequest,
+    auth: web::Data<Auth>,
+    caller: Caller,
+    id: web::Path<SessionId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    auth.revoke_session(caller.0.user_id, id).await?;
+    if id == caller.0.session.id {
+        clear_session_cookie(&req);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// GET /.well-known/jwks.json: the public keys that verify Keel's access tokens.
+pub(crate) async fn jwks(auth: web::Data<Auth>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        ))
+        .json(auth.key_ring().jwks())
 }

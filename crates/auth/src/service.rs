@@ -1,0 +1,525 @@
+//! The sign-in use cases over the ports: login, refresh, bearer and cookie authentication,
+//! logout, session listing and revocation.
+//!
+//! [`Auth`] ties the user store, the password hasher, the session registry, the key ring and
+//! the clock together. Every request is checked against the registry, so a revoked session stops
+//! working at once, whatever its access tokens say; and when the registry cannot answer,
+//! authentication fails closed ([`AuthError::Unavailable`], never [`AuthError::Unauthorized`]).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keel_domain::{Clock, Email, RepositoryError, SessionId, User, UserId, UserRepository};
+use keel_session::{
+    RefreshHash, RotateOutcome, Session, SessionConfig, SessionError, SessionStore,
+};
+use rand::RngCore as _;
+use secrecy::SecretString;
+
+use crate::jwt::{JwtError, KeyRing};
+use crate::password::{PasswordError, PasswordHasher};
+
+/// The `token_type` of every token response.
+pub const TOKEN_TYPE: &str = "Bearer";
+
+/// The bytes of randomness in a refresh token.
+const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// Longest refresh token looked up. Keel's are 43 characters; anything much longer is not one,
+/// and is refused before it is hashed or sent to the store.
+const MAX_REFRESH_TOKEN_BYTES: usize = 256;
+
+/// Why an authentication use case failed. HTTP-free: the edge maps each variant to a status
+/// (401 for the credential and token variants, 404, 503).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Login refused: unknown email, malformed email or wrong password. Deliberately one
+    /// variant, so the response never tells which.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A token that is not valid: bad signature or claims, an unknown or spent-in-grace refresh
+    /// token, a token whose user no longer exists.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A well-signed access token past its `exp`.
+    #[error("token expired")]
+    TokenExpired,
+    /// A spent refresh token was presented again: its whole session has been revoked.
+    #[error("refresh token reused; the session has been revoked")]
+    TokenReused,
+    /// The credentials point at a session that is revoked or expired (or a user who is gone).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The session asked for is not one of the caller's (or does not exist; the two are
+    /// deliberately the same).
+    #[error("not found")]
+    NotFound,
+    /// Password hashing is saturated; the client may retry shortly.
+    #[error("password hashing is saturated")]
+    Busy,
+    /// A store (or the signer) cannot answer. Authentication fails closed on it: the edge
+    /// answers 503, never 401 and never allows the request.
+    #[error("a dependency of authentication is unavailable")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl AuthError {
+    fn unavailable(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Unavailable(source.into())
+    }
+}
+
+impl From<SessionError> for AuthError {
+    fn from(error: SessionError) -> Self {
+        // Every session-store error is one the client cannot fix: an outage, undecodable data,
+        // or a conflict that only a bug or a 2^-256 coincidence can cause. All fail closed.
+        Self::unavailable(error)
+    }
+}
+
+impl From<RepositoryError> for AuthError {
+    fn from(error: RepositoryError) -> Self {
+        Self::unavailable(error)
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(error: PasswordError) -> Self {
+        match error {
+            PasswordError::Busy => Self::Busy,
+            other => Self::unavailable(other),
+        }
+    }
+}
+
+impl From<JwtError> for AuthError {
+    fn from(error: JwtError) -> Self {
+        match error {
+            JwtError::Expired => Self::TokenExpired,
+            JwtError::Invalid(_) => Self::InvalidToken,
+            // Issuing failed: a broken key, which the start-up self-test should have caught.
+            other => Self::unavailable(other),
+        }
+    }
+}
+
+/// Where a login comes from, as the edge saw it; kept with the session for the session list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The `User-Agent` header (cut to 256 characters when stored).
+    pub user_agent: Option<String>,
+    /// The client's IP address (after the edge's trusted-proxy handling).
+    pub ip: Option<IpAddr>,
+}
+
+/// The tokens of a login or refresh, in the shape of the contract's `Tokens` (the edge adds
+/// `user` and `session`).
+///
+/// `Debug` shows neither token.
+#[derive(Clone)]
+pub struct Tokens {
+    /// The access token (a JWT), for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Always [`TOKEN_TYPE`] (`"Bearer"`).
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The refresh token: 256 random bits, base64url without padding. Only its hash is stored;
+    /// this is the one time it exists in clear on the server.
+    pub refresh_token: SecretString,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &"[REDACTED]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The result of a login or refresh: the user, their session and fresh tokens.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The signed-in user.
+    pub user: User,
+    /// The session, as stored.
+    pub session: Session,
+    /// The new tokens.
+    pub tokens: Tokens,
+}
+
+/// Who made an authenticated request: the user and the (live) session the credentials belong
+/// to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user_id: UserId,
+    /// The session, as the registry returned it for this request.
+    pub session: Session,
+}
+
+/// Told when sessions are revoked (logout, logout everywhere, revoking one session, refresh
+/// token reuse), so that whatever holds them open (realtime sockets) can let go at once.
+///
+/// Called synchronously on the request's task after the registry has revoked the sessions: it
+/// must return quickly (send on a channel, set a flag), never block or await I/O. Any
+/// `Fn(&[SessionId]) + Send + Sync` closure is a listener.
+pub trait RevocationListener: Send + Sync + 'static {
+    /// `sessions` have just been revoked (some may have been gone already).
+    fn revoked(&self, sessions: &[SessionId]);
+}
+
+impl<F> RevocationListener for F
+where
+    F: Fn(&[SessionId]) + Send + Sync + 'static,
+{
+    fn revoked(&self, sessions: &[SessionId]) {
+        self(sessions);
+    }
+}
+
+/// The authentication use cases. Cheap to clone: clones share everything, listeners included.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: Arc<dyn UserRepository>,
+    hasher: PasswordHasher,
+    sessions: Arc<dyn SessionStore>,
+    keys: KeyRing,
+    clock: Arc<dyn Clock>,
+    config: SessionConfig,
+    listeners: RwLock<Vec<Arc<dyn RevocationListener>>>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("hasher", &self.inner.hasher)
+            .field("keys", &self.inner.keys)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// The use cases over these ports. `config` must be the one the session store was built
+    /// with: it sets the lifetimes of new sessions.
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        hasher: PasswordHasher,
+        sessions: Arc<dyn SessionStore>,
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+        config: SessionConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                users,
+                hasher,
+                sessions,
+                keys,
+                clock,
+                config,
+                listeners: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Registers a listener for revoked sessions. Listeners may be added at any time (also after
+    /// the service is shared); each is called for every revocation from then on.
+    pub fn add_revocation_listener(&self, listener: Arc<dyn RevocationListener>) {
+        self.inner
+            .listeners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(listener);
+    }
+
+    /// The key ring that signs access tokens (for the JWKS endpoint).
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
+    /// The session settings.
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// Signs a user in: checks the password, creates a session with a fresh refresh token, and
+    /// issues an access token.
+    ///
+    /// An unknown email, a malformed one and a wrong password all give
+    /// [`AuthError::InvalidCredentials`], after the same argon2 work (a dummy hash is verified
+    /// when there is no account), so neither the answer nor its timing tells whether an account
+    /// exists.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> Result<SignedIn, AuthError> {
+        let inner = &self.inner;
+        let record = match Email::parse(email) {
+            Ok(email) => inner.users.find_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let Some(record) = record else {
+            inner.hasher.verify_dummy(password).await?;
+            return Err(AuthError::InvalidCredentials);
+        };
+        match inner.hasher.verify(password, &record.password_hash).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::InvalidCredentials),
+            Err(PasswordError::MalformedHash | PasswordError::UnsupportedParams) => {
+                // The stored hash is broken. Answering anything but "invalid credentials" would
+                // tell the client that the account exists; the operator learns it from here.
+                tracing::error!(
+                    user_id = %record.user.id,
+                    "login refused: the stored password hash cannot be verified"
+                );
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(other) => return Err(other.into()),
+        }
+
+        let user = record.user;
+        let now = inner.clock.now();
+        let mut session = Session::new(user.id, now, &inner.config);
+        if let Some(user_agent) = client.user_agent {
+            session = session.with_user_agent(user_agent);
+        }
+        if let Some(ip) = client.ip {
+            session = session.with_ip(ip);
+        }
+        let refresh_token = new_refresh_token();
+        let session = inner
+            .sessions
+            .create(session, RefreshHash::of_token(&refresh_token))
+            .await?;
+        let tokens = self.tokens(&session, refresh_token)?;
+        tracing::info!(user_id = %user.id, session_id = %session.id, "signed in");
+        Ok(SignedIn {
+            user,
+            session,
+            tokens,
+        })
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh token; the presented
+    /// one is spent (rotated atomically in the registry).
+    ///
+    /// - A spent token presented again revokes its whole session: [`AuthError::TokenReused`],
+    ///   and the revocation listeners are told.
+    /// - Within the optional grace window (`refresh_grace`), the token replaced by the last
+    ///   rotation is answered with [`AuthError::InvalidToken`] and the session stays alive:
+    ///   the registry keeps only hashes, so the current refresh token (which the racing
+    ///   request received) cannot be handed out again, and a token response without a refresh
+    ///   token is not in the contract. The losing tab re-reads the token its sibling stored.
+    /// - An unknown token, or one of an expired session: [`AuthError::InvalidToken`].
+    /// - A session whose user no longer exists is revoked: [`AuthError::InvalidToken`].
+    ///
+    /// The rotation happens before the user is loaded: if the user store then fails
+    /// ([`AuthError::Unavailable`]), the new refresh token is lost and the old one is spent,
+    /// so retrying with it counts as reuse (unless a grace window covers the retry).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<SignedIn, AuthError> {
+        let inner = &self.inner;
+        if refresh_token.is_empty() || refresh_token.len() > MAX_REFRESH_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken);
+        }
+        let now = inner.clock.now();
+        let new_token = new_refresh_token();
+        let outcome = inner
+            .sessions
+            .rotate_refresh(
+                RefreshHash::of_token(refresh_token),
+                RefreshHash::of_token(&new_token),
+                now,
+            )
+            .await?;
+        let session = match outcome {
+            RotateOutcome::Rotated(session) => session,
+            RotateOutcome::Reused(id) => {
+                tracing::warn!(
+                    session_id = %id,
+                    "refresh token reused; the session has been revoked"
+                );
+                self.notify(&[id]);
+                return Err(AuthError::TokenReused);
+            }
+            RotateOutcome::GraceReplay(session) => {
+                tracing::info!(
+                    session_id = %session.id,
+                    "refresh token replayed within the grace window"
+                );
+                return Err(AuthError::InvalidToken);
+            }
+            RotateOutcome::Unknown => return Err(AuthError::InvalidToken),
+        };
+        let Some(record) = inner.users.find_by_id(session.user_id).await? else {
+            // The user was deleted; their sessions must not live on.
+            inner.sessions.revoke(session.id).await?;
+            self.notify(&[session.id]);
+            return Err(AuthError::InvalidToken);
+        };
+        let tokens = self.tokens(&session, new_token)?;
+        Ok(SignedIn {
+            user: record.user,
+            session,
+            tokens,
+        })
+    }
+
+    /// Authenticates `Authorization: Bearer <token>`: verifies the JWT (through the key ring's
+    /// cache), then asks the registry, in one round trip, for the live session it names, which
+    /// must belong to the token's subject.
+    ///
+    /// The registry is asked every time, also for a token answered from the cache, so a logout
+    /// ends every access token of the session at once.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let claims = inner.keys.verify_access_cached(token, now)?;
+        let Some(session) = inner.sessions.authenticate(claims.sid, now).await? else {
+            return Err(AuthError::Unauthorized);
+        };
+        if session.user_id != claims.sub {
+            // A validly signed token whose session belongs to someone else: never Keel's own
+            // doing (a leaked key, or a bug). Refuse it as a bad token.
+            tracing::warn!(
+                session_id = %session.id,
+                "access token subject does not own its session"
+            );
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal {
+            user_id: session.user_id,
+            session,
+        })
+    }
+
+    /// Authenticates a session id read from the session cookie: the session must be live in the
+    /// registry.
+    pub async fn authenticate_session(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Principal, AuthError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let Some(session) = inner.sessions.authenticate(session_id, now).await? else {
+            return Err(AuthError::Unauthorized);
+        };
+        Ok(Principal {
+            user_id: session.user_id,
+            session,
+        })
+    }
+
+    /// The caller's user and session. A user deleted since the session began is
+    /// [`AuthError::Unauthorized`].
+    pub async fn me(&self, principal: &Principal) -> Result<(User, Session), AuthError> {
+        let Some(record) = self.inner.users.find_by_id(principal.user_id).await? else {
+            return Err(AuthError::Unauthorized);
+        };
+        Ok((record.user, principal.session.clone()))
+    }
+
+    /// Revokes the caller's session: its access tokens, refresh token and cookie stop working
+    /// at once, and the revocation listeners are told.
+    pub async fn logout(&self, principal: &Principal) -> Result<(), AuthError> {
+        let id = principal.session.id;
+        self.inner.sessions.revoke(id).await?;
+        // Told even if the session was gone already: whatever still holds it open must close.
+        self.notify(&[id]);
+        tracing::info!(user_id = %principal.user_id, session_id = %id, "signed out");
+        Ok(())
+    }
+
+    /// Revokes every session of `user_id` and returns their ids; the revocation listeners are
+    /// told.
+    pub async fn logout_all(&self, user_id: UserId) -> Result<Vec<SessionId>, AuthError> {
+        let revoked = self.inner.sessions.revoke_all_for_user(user_id).await?;
+        if !revoked.is_empty() {
+            self.notify(&revoked);
+        }
+        tracing::info!(user_id = %user_id, sessions = revoked.len(), "signed out everywhere");
+        Ok(revoked)
+    }
+
+    /// The live sessions of `user_id`, most recently created first.
+    pub async fn list_sessions(&self, user_id: UserId) -> Result<Vec<Session>, AuthError> {
+        let now = self.inner.clock.now();
+        Ok(self.inner.sessions.list_for_user(user_id, now).await?)
+    }
+
+    /// Revokes one session of `user_id`. A session that does not exist and a session of another
+    /// user are both [`AuthError::NotFound`], so nobody learns about others' sessions.
+    pub async fn revoke_session(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<(), AuthError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        match inner.sessions.get(session_id, now).await? {
+            Some(session) if session.user_id == user_id => {}
+            _ => return Err(AuthError::NotFound),
+        }
+        // A session never changes owner, so the check above still holds; `false` means it was
+        // revoked meanwhile by someone else, which is the caller's wish anyway.
+        if !inner.sessions.revoke(session_id).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.notify(&[session_id]);
+        tracing::info!(user_id = %user_id, session_id = %session_id, "session revoked");
+        Ok(())
+    }
+
+    /// The tokens for `session`, with `refresh_token` as the refresh token.
+    fn tokens(&self, session: &Session, refresh_token: String) -> Result<Tokens, AuthError> {
+        let now = self.inner.clock.now();
+        let issued = self
+            .inner
+            .keys
+            .issue_access(session.user_id, session.id, now)?;
+        let expires_in = u64::try_from((issued.expires_at - now).whole_seconds()).unwrap_or(0);
+        Ok(Tokens {
+            access_token: issued.token,
+            token_type: TOKEN_TYPE,
+            expires_in,
+            refresh_token: SecretString::from(refresh_token),
+        })
+    }
+
+    fn notify(&self, sessions: &[SessionId]) {
+        // Copied out so that no lock is held while listeners run (one may register another).
+        let listeners = self
+            .inner
+            .listeners
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for listener in listeners {
+            listener.revoked(sessions);
+        }
+    }
+}
+
+/// A fresh refresh token: 256 random bits, base64url without padding (43 characters).
+fn new_refresh_token() -> String {
+    let mut bytes = [0_u8; REFRESH_TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests;

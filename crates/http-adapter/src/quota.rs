@@ -1,0 +1,192 @@
+//! Keel's own quota limiter at the edge: named quotas per client IP and per login email, checked
+//! before any expensive work, answered with `RateLimit-Policy` / `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers-10) and a 429 problem with `retry-after` when exceeded.
+//!
+//! The limiter behind it is a port: in memory now, shared through Redis across instances later.
+//! When that backend cannot answer, an in-process limiter takes over: never unlimited, never a
+//! 500.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpResponseBuilder;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use keel_domain::{Decision, Quota, RateLimiter};
+use keel_storage::InMemoryRateLimiter;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// One quota's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// The window, in whole seconds.
+    pub window_seconds: u64,
+}
+
+/// The quotas of the account endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Login attempts per client IP.
+    pub login_ip: QuotaSpec,
+    /// Login attempts per account email, whatever the IP: slows down password guessing spread
+    /// over many addresses.
+    pub login_email: QuotaSpec,
+    /// Registrations per client IP.
+    pub register_ip: QuotaSpec,
+    /// Token refreshes per client IP.
+    pub refresh_ip: QuotaSpec,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            login_ip: QuotaSpec {
+                limit: 20,
+                window_seconds: 60,
+            },
+            login_email: QuotaSpec {
+                limit: 10,
+                window_seconds: 300,
+            },
+            register_ip: QuotaSpec {
+                limit: 10,
+                window_seconds: 3600,
+            },
+            refresh_ip: QuotaSpec {
+                limit: 60,
+                window_seconds: 60,
+            },
+        }
+    }
+}
+
+/// Why a quota configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("rate_limit.quotas.{name}: {reason}")]
+pub struct InvalidQuota {
+    name: &'static str,
+    reason: keel_domain::QuotaError,
+}
+
+/// The named quotas and the limiter that enforces them.
+#[derive(Clone)]
+pub struct Quotas {
+    enabled: bool,
+    limiter: Arc<dyn RateLimiter>,
+    fallback: Arc<InMemoryRateLimiter>,
+    pub(crate) login_ip: Quota,
+    pub(crate) login_email: Quota,
+    pub(crate) register_ip: Quota,
+    pub(crate) refresh_ip: Quota,
+}
+
+impl Quotas {
+    /// Quotas enforced by `limiter` (when `enabled`).
+    pub fn new(
+        config: &QuotaConfig,
+        enabled: bool,
+        limiter: Arc<dyn RateLimiter>,
+    ) -> Result<Self, InvalidQuota> {
+        let quota = |name: &'static str, spec: QuotaSpec| {
+            Quota::new(name, spec.limit, Duration::from_secs(spec.window_seconds))
+                .map_err(|reason| InvalidQuota { name, reason })
+        };
+        Ok(Self {
+            enabled,
+            limiter,
+            fallback: Arc::new(InMemoryRateLimiter::new()),
+            login_ip: quota("login-ip", config.login_ip)?,
+            login_email: quota("login-email", config.login_email)?,
+            register_ip: quota("register-ip", config.register_ip)?,
+            refresh_ip: quota("refresh-ip", config.refresh_ip)?,
+        })
+    }
+
+    /// Checks every `(quota, key)` pair; all must allow. The outcome carries the headers to put
+    /// on the response either way.
+    pub(crate) async fn check(&self, checks: &[(&Quota, &str)]) -> Result<QuotaHeaders, ApiError> {
+        if !self.enabled {
+            return Ok(QuotaHeaders::default());
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut headers = QuotaHeaders::default();
+        let mut denied: Option<u64> = None;
+        for (quota, key) in checks {
+            let decision = match self.limiter.check(quota, key, now).await {
+                Ok(decision) => decision,
+                Err(error) => {
+                    tracing::warn!(quota = quota.name(), error = %error, "shared rate limiter unavailable; limiting in-process");
+                    self.fallback
+                        .check(quota, key, now)
+                        .await
+                        .map_err(ApiError::internal)?
+                }
+            };
+            headers.push(quota, &decision);
+            if !decision.allowed {
+                let wait = decision.retry_after_seconds().unwrap_or(1);
+                denied = Some(denied.map_or(wait, |w| w.max(wait)));
+            }
+        }
+        match denied {
+            None => Ok(headers),
+            Some(retry_after) => {
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many attempts; try again later.",
+                )
+                .with_header(RETRY_AFTER, HeaderValue::from(retry_after));
+                for (name, value) in headers.pairs() {
+                    error = error.with_header(name, value);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` for the quotas a request was checked against.
+#[derive(Debug, Default)]
+pub(crate) struct QuotaHeaders {
+    policy: Vec<String>,
+    state: Vec<String>,
+}
+
+impl QuotaHeaders {
+    fn push(&mut self, quota: &Quota, decision: &Decision) {
+        self.policy.push(Decision::policy_header(quota));
+        self.state.push(decision.ratelimit_header(quota));
+    }
+
+    fn pairs(&self) -> Vec<(HeaderName, HeaderValue)> {
+        if self.policy.is_empty() {
+            return Vec::new();
+        }
+        // Quota names are restricted to header-safe characters, so these cannot fail.
+        [
+            (RATELIMIT_POLICY, self.policy.join(", ")),
+            (RATELIMIT, self.state.join(", ")),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
+        .collect()
+    }
+
+    /// Adds the headers to a successful response.
+    pub(crate) fn apply(&self, response: &mut HttpResponseBuilder) {
+        for pair in self.pairs() {
+            response.insert_header(pair);
+        }
+    }
+}
