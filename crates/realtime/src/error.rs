@@ -1,4 +1,4 @@
-//! The one error type of the wire codec.
+//! The error types: the wire codec's, and those of sending, acknowledgements and broadcasts.
 
 use crate::socketio;
 
@@ -96,4 +96,81 @@ pub enum CodecError {
     /// payload without being split into two packets on the other side.
     #[error("packet contains the record separator \\x1e")]
     SeparatorInPacket,
+}
+
+/// Why a packet could not be queued for a socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The packet could not be encoded (e.g. more attachments than allowed).
+    #[error("cannot encode the packet: {0}")]
+    Codec(#[from] CodecError),
+    /// The socket's outbound queue was full; its connection is being closed.
+    #[error("the socket's outbound queue is full; it is being disconnected")]
+    Overflow,
+    /// The socket's connection is closed or closing.
+    #[error("the socket is disconnected")]
+    Closed,
+}
+
+/// Why an acknowledgement did not come back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The event could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The client did not acknowledge within the timeout.
+    #[error("no acknowledgement within the timeout")]
+    Timeout,
+    /// The socket disconnected before acknowledging.
+    #[error("the socket disconnected before acknowledging")]
+    Disconnected,
+}
+
+impl From<CodecError> for AckError {
+    fn from(error: CodecError) -> Self {
+        Self::Send(SendError::Codec(error))
+    }
+}
+
+/// Why a socket could not join a room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The socket is already in `max_rooms_per_socket` rooms.
+    #[error("the socket is in too many rooms")]
+    TooManyRooms,
+    /// The socket is no longer connected.
+    #[error("the socket is disconnected")]
+    Disconnected,
+}
+
+/// A failure of the cross-instance adapter (e.g. its pub/sub connection is down).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("realtime adapter: {message}")]
+pub struct AdapterError {
+    /// What failed, safe to log.
+    pub message: String,
+}
+
+impl AdapterError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a broadcast from server code failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The packet could not be encoded.
+    #[error("cannot encode the packet: {0}")]
+    Codec(#[from] CodecError),
+    /// The adapter could not deliver it to the other instances.
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
 }
