@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use keel_auth::{JwtConfig, PasswordHashingConfig};
 use keel_http_adapter::{CorsConfig, HttpConfig, RateLimitConfig};
+use keel_realtime::RealtimeConfig;
 use keel_session::SessionConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -36,6 +37,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The session cookie.
     pub cookie: CookieConfig,
+    /// The Socket.IO server: timings, limits and throttles.
+    pub realtime: RealtimeConfig,
     /// Redis; unset means in-memory stores for a single instance.
     pub redis: RedisConfig,
     /// Graceful shutdown.
@@ -55,6 +58,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             session: SessionConfig::default(),
             cookie: CookieConfig::default(),
+            realtime: RealtimeConfig::default(),
             redis: RedisConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),

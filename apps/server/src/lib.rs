@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod readiness;
+pub mod realtime;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

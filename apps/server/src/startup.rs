@@ -21,7 +21,9 @@ use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
 
 use crate::config::{Config, RedisConfig};
 use crate::readiness::RedisCheck;
+use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth};
 use crate::shutdown::Shutdown;
+use keel_realtime::RealtimeServer;
 
 /// The version reported by /health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,6 +59,9 @@ pub enum StartupError {
     /// A quota is unusable.
     #[error("a rate-limit quota is unusable")]
     Quota(#[source] InvalidQuota),
+    /// The realtime settings are unusable.
+    #[error("the realtime settings are unusable")]
+    Realtime(#[source] keel_realtime::ConfigError),
     /// The HTTP server could not be set up on the listener.
     #[error("cannot start the HTTP server")]
     Server(#[source] io::Error),
@@ -123,7 +128,19 @@ impl Application {
             limiter,
         )
         .map_err(StartupError::Quota)?;
+        let realtime = RealtimeServer::builder(
+            config.realtime.clone(),
+            Arc::new(KeelConnectAuth::new(
+                auth.clone(),
+                &config.cors.allowed_origins,
+            )),
+        )
+        .shutdown_token(&shutdown.token())
+        .build()
+        .map_err(StartupError::Realtime)?;
+        auth.add_revocation_listener(DisconnectRevokedSockets::new(realtime.emitter()));
         let services = Services {
+            realtime: Some(realtime),
             readiness,
             accounts: Accounts::new(users, hasher, clock),
             auth,
@@ -167,6 +184,11 @@ impl Application {
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The realtime emitter: server code emits to users, sessions, rooms or everyone with it.
+    pub fn realtime_emitter(&self) -> Option<keel_realtime::Emitter> {
+        self.http.realtime().map(RealtimeServer::emitter)
     }
 
     /// The port actually bound (useful with port 0).

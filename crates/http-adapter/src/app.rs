@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpResponse, web};
+use actix_web::{App, HttpRequest, HttpResponse, web};
 
 use crate::client_ip::TrustedProxies;
 use crate::config::{CorsConfig, HttpConfig};
@@ -21,6 +21,7 @@ use crate::{extract, routes};
 use actix_web::cookie::Key;
 use keel_auth::actix::CsrfPolicy;
 use keel_auth::{Accounts, Auth};
+use keel_realtime::RealtimeServer;
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, session_middleware};
 
 use crate::quota::Quotas;
@@ -38,6 +39,8 @@ pub struct Services {
     /// How the session cookie is set, and the key that encrypts it (the same on every
     /// instance).
     pub cookie: (SessionCookieConfig, Key),
+    /// The Socket.IO server, mounted at `/socket.io/` when present.
+    pub realtime: Option<RealtimeServer>,
 }
 
 /// Everything the HTTP app needs, built once at start-up and cloned into every worker.
@@ -54,6 +57,7 @@ struct Inner {
     quotas: web::Data<Quotas>,
     csrf: web::Data<CsrfPolicy>,
     cookie: (SessionCookieConfig, Key),
+    realtime: Option<RealtimeServer>,
     body_limit: usize,
     #[cfg(feature = "governor")]
     flood_guard: Option<FloodGuard>,
@@ -85,6 +89,7 @@ impl HttpApp {
                 quotas: web::Data::new(services.quotas),
                 csrf: web::Data::new(CsrfPolicy::new(cors.allowed_origins.iter())),
                 cookie: services.cookie,
+                realtime: services.realtime,
                 body_limit: http.body_limit_bytes,
                 #[cfg(feature = "governor")]
                 flood_guard: rate_limit
@@ -99,6 +104,11 @@ impl HttpApp {
     #[cfg(feature = "governor")]
     pub fn flood_guard(&self) -> Option<&FloodGuard> {
         self.inner.flood_guard.as_ref()
+    }
+
+    /// The Socket.IO server, when mounted: server code emits through its `emitter()`.
+    pub fn realtime(&self) -> Option<&RealtimeServer> {
+        self.inner.realtime.as_ref()
     }
 
     /// The readiness shared by the health routes, so shutdown can mark the server draining.
@@ -154,12 +164,42 @@ impl HttpApp {
             )
             .default_service(web::to(not_found))
             .wrap(sessions);
+        let app = match &inner.realtime {
+            // The session middleware lets the socket handshake read the session cookie. Not
+            // behind the flood guard: realtime throttles connections itself, and long-polling
+            // clients legitimately make a request per message.
+            Some(realtime) => app.service(
+                web::scope(keel_realtime::PATH.trim_end_matches('/'))
+                    .service(realtime_resource(realtime))
+                    .wrap(
+                        session_middleware(cookie_config, cookie_key.clone())
+                            .expect("the cookie configuration was validated by HttpApp::new"),
+                    ),
+            ),
+            None => app,
+        };
         #[cfg(feature = "governor")]
         if let Some(guard) = &inner.flood_guard {
             return app.service(api.wrap(guard.middleware()));
         }
         app.service(api)
     }
+}
+
+/// `/socket.io/`: the Engine.IO handshake, polls, polling POSTs and WebSocket upgrades.
+fn realtime_resource(realtime: &RealtimeServer) -> actix_web::Resource {
+    let get = realtime.clone();
+    let post = realtime.clone();
+    web::resource("/")
+        .route(web::get().to(move |req: HttpRequest, body: web::Payload| {
+            let realtime = get.clone();
+            async move { realtime.handle(req, body).await }
+        }))
+        .route(web::post().to(move |req: HttpRequest, body: web::Payload| {
+            let realtime = post.clone();
+            async move { realtime.handle(req, body).await }
+        }))
+        .default_service(web::to(|| async { method_not_allowed("GET, POST") }))
 }
 
 /// A resource that answers GET and says 405 with `allow: GET` to every other method.

@@ -15,6 +15,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     /// A client with no redirects, no proxy and no cookie store.
     pub client: reqwest::Client,
+    /// The app's realtime emitter, for tests of server-side emits.
+    pub emitter: Option<keel_realtime::Emitter>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -35,6 +37,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let address = app.address();
+        let emitter = app.realtime_emitter();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -47,6 +50,7 @@ impl TestApp {
         Self {
             address,
             client,
+            emitter,
             stop: Some(stop),
             serving: Some(serving),
         }
