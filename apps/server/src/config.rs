@@ -312,6 +312,9 @@ impl Config {
                 "per_second and burst must be at least 1 (turn limits off with rate_limit.enabled = false)",
             ));
         }
+        if let Err(error) = self.realtime.validate() {
+            return Err(ConfigError::new("realtime", error.to_string()));
+        }
         if let Some(url) = &self.redis.url {
             let url = url.expose_secret();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

@@ -123,3 +123,42 @@ impl RevocationListener for DisconnectRevokedSockets {
         });
     }
 }
+
+/// Every `interval`, re-checks the sessions of this instance's sockets against the registry and
+/// disconnects those that ended (expired, or revoked while the revocation message was lost).
+/// A registry that cannot answer disconnects nobody: an outage is not a revocation.
+pub fn spawn_session_check(
+    realtime: &keel_realtime::RealtimeServer,
+    auth: &Auth,
+    interval: std::time::Duration,
+    shutdown: &crate::shutdown::Shutdown,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let node = realtime.node().clone();
+    let emitter = realtime.emitter();
+    let auth = auth.clone();
+    let token = shutdown.token();
+    shutdown.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            for session in node.session_ids() {
+                match auth.authenticate_session(session).await {
+                    Ok(_) | Err(AuthError::Busy | AuthError::Unavailable(_)) => {}
+                    Err(_) => {
+                        tracing::info!(%session, "closing the sockets of an ended session");
+                        if let Err(error) = emitter.disconnect_session(session).await {
+                            tracing::warn!(%session, %error, "could not disconnect an ended session's sockets");
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

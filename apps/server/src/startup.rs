@@ -21,7 +21,7 @@ use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
 
 use crate::config::{Config, RedisConfig};
 use crate::readiness::RedisCheck;
-use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth};
+use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
 use keel_realtime::RealtimeServer;
 
@@ -139,6 +139,12 @@ impl Application {
         .build()
         .map_err(StartupError::Realtime)?;
         auth.add_revocation_listener(DisconnectRevokedSockets::new(realtime.emitter()));
+        spawn_session_check(
+            &realtime,
+            &auth,
+            Duration::from_millis(config.realtime.session_check_interval_ms),
+            &shutdown,
+        );
         let services = Services {
             realtime: Some(realtime),
             readiness,

@@ -41,6 +41,10 @@ pub struct RealtimeConfig {
     /// Events refused as `rate_limited` in consecutive seconds after which the socket's
     /// connection is closed as a flood (default 100; 0 never closes).
     pub flood_disconnect_after: u32,
+    /// How often the app re-checks the sessions of this instance's sockets against the session
+    /// registry, closing those of sessions that expired or whose revocation message was lost
+    /// (0: never).
+    pub session_check_interval_ms: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -58,6 +62,7 @@ impl Default for RealtimeConfig {
             max_sockets_per_user: 20,
             events_per_socket_per_second: 50,
             flood_disconnect_after: 100,
+            session_check_interval_ms: 30_000,
         }
     }
 }

@@ -83,6 +83,22 @@ impl LocalNode {
             .sum()
     }
 
+    /// The sessions that have at least one socket on this instance, each once: what a periodic
+    /// check against the session registry walks.
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        let registry = self.read();
+        let sessions: HashSet<SessionId> = registry
+            .namespaces
+            .values()
+            .flat_map(|ns| {
+                ns.sockets
+                    .values()
+                    .map(|member| member.socket.identity.session_id)
+            })
+            .collect();
+        sessions.into_iter().collect()
+    }
+
     /// Registers a socket in its `user:` and `session:` rooms. `announce` runs under the
     /// registry lock, so the CONNECT answer it queues precedes any broadcast to the socket.
     pub(crate) fn insert(
