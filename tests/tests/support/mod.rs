@@ -1,0 +1,291 @@
+//! Helpers shared by the auth end-to-end tests: an app on either backend (in memory, or on a
+//! private redis-server owned by the test), and a client's view of the auth routes.
+
+#![allow(dead_code, reason = "each test binary uses its own subset")]
+
+use std::ops::Deref;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keel_testkit::TestApp;
+use keel_testkit::redis::RedisServer;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use server::config::Config;
+
+pub const REGISTER: &str = "/api/v1/auth/register";
+pub const LOGIN: &str = "/api/v1/auth/login";
+pub const REFRESH: &str = "/api/v1/auth/refresh";
+pub const LOGOUT: &str = "/api/v1/auth/logout";
+pub const LOGOUT_ALL: &str = "/api/v1/auth/logout-all";
+pub const ME: &str = "/api/v1/auth/me";
+pub const SESSIONS: &str = "/api/v1/auth/sessions";
+pub const JWKS: &str = "/.well-known/jwks.json";
+
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The session cookie's name in development over plain http (the test profile).
+pub const COOKIE_NAME: &str = "keel_session";
+pub const USER_AGENT: &str = "keel-e2e/1.0";
+
+/// Where the app keeps its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// An app of one test, with the private redis-server it uses (if any). The app is dropped first.
+pub struct Keel {
+    pub app: TestApp,
+    pub redis: Option<RedisServer>,
+}
+
+impl Keel {
+    /// The app with test defaults on `backend`, then `customize` applied.
+    pub async fn spawn(backend: Backend, customize: impl FnOnce(&mut Config)) -> Self {
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let url = redis.as_ref().map(RedisServer::url);
+        let app = TestApp::spawn_with(|config| {
+            if let Some(url) = url {
+                config.redis.url = Some(SecretString::from(url));
+            }
+            customize(config);
+        })
+        .await;
+        Self { app, redis }
+    }
+}
+
+impl Deref for Keel {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+/// Reads a problem+json answer, checking what every error must carry; `www-authenticate: Bearer`
+/// on every 401. Returns the status, the headers and the body.
+pub async fn problem(response: Response) -> (StatusCode, HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a body");
+    assert_eq!(
+        headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("application/problem+json"),
+        "every error is problem+json ({status}): {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(
+        body["requestId"].as_str(),
+        headers["x-request-id"].to_str().ok(),
+        "{body}"
+    );
+    let code = body["code"].as_str().expect("a code");
+    assert!(
+        body["type"].as_str().expect("a type").ends_with(code),
+        "{body}"
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = headers
+            .get("www-authenticate")
+            .unwrap_or_else(|| panic!("a 401 without www-authenticate: {body}"))
+            .to_str()
+            .expect("ASCII");
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    } else {
+        assert!(status.is_client_error() || status.is_server_error());
+    }
+    (status, headers, body)
+}
+
+/// Asserts a 401 problem and returns its code.
+pub async fn expect_401(response: Response, what: &str) -> String {
+    let status = response.status();
+    let (status_seen, _, body) = problem(response).await;
+    assert_eq!(
+        status_seen,
+        StatusCode::UNAUTHORIZED,
+        "{what}: {status} {body}"
+    );
+    body["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Asserts a problem with `status` and `code`.
+pub async fn expect_problem(
+    response: Response,
+    status: StatusCode,
+    code: &str,
+    what: &str,
+) -> Value {
+    let (seen, _, body) = problem(response).await;
+    assert_eq!(
+        (seen, body["code"].as_str()),
+        (status, Some(code)),
+        "{what}: {body}"
+    );
+    body
+}
+
+/// A successful login as the client sees it.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub session_id: String,
+    /// `name=value` of the session cookie.
+    pub cookie: String,
+    /// The double-submit CSRF token handed to the client, if the response carried one.
+    pub csrf: Option<String>,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+pub fn email(name: &str) -> String {
+    format!("{name}@example.com")
+}
+
+/// Registers `email` with [`PASSWORD`]; returns the `user`.
+pub async fn register(app: &TestApp, email: &str) -> Value {
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"email": email, "password": PASSWORD, "displayName": "Tester"}),
+        )
+        .await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(status, StatusCode::CREATED, "register {email}: {body}");
+    body["user"].clone()
+}
+
+/// POST /login, as-is.
+pub async fn login_raw(app: &TestApp, email: &str, password: &str) -> Response {
+    app.client
+        .post(app.url(LOGIN))
+        .header("user-agent", USER_AGENT)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login answered")
+}
+
+/// Logs in with [`PASSWORD`] and expects 200.
+pub async fn login(app: &TestApp, email: &str) -> Login {
+    read_login(login_raw(app, email, PASSWORD).await).await
+}
+
+/// Registers then logs in.
+pub async fn signup(app: &TestApp, email: &str) -> Login {
+    register(app, email).await;
+    login(app, email).await
+}
+
+pub async fn read_login(response: Response) -> Login {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a body");
+    assert_eq!(status, StatusCode::OK, "login: {text}");
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    let cookie = session_cookie(&headers).expect("login sets the session cookie");
+    let csrf = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| body["csrfToken"].as_str().map(str::to_owned));
+    Login {
+        access: body["accessToken"]
+            .as_str()
+            .expect("accessToken")
+            .to_owned(),
+        refresh: body["refreshToken"]
+            .as_str()
+            .expect("refreshToken")
+            .to_owned(),
+        user_id: body["user"]["id"].as_str().expect("user.id").to_owned(),
+        session_id: body["session"]["id"]
+            .as_str()
+            .expect("session.id")
+            .to_owned(),
+        cookie,
+        csrf,
+        body,
+        headers,
+    }
+}
+
+/// `name=value` of the session cookie set by `headers`, if any (a non-empty value).
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    set_cookie(headers, COOKIE_NAME)
+        .map(|line| line.split(';').next().unwrap_or_default().trim().to_owned())
+        .filter(|pair| pair.len() > COOKIE_NAME.len() + 1)
+}
+
+/// The whole `set-cookie` line for cookie `name`, if any.
+pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|line| line.trim_start().starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// A request with `Authorization: Bearer <token>`.
+pub fn bearer(app: &TestApp, method: Method, path: &str, token: &str) -> RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .header("authorization", format!("Bearer {token}"))
+}
+
+/// A request carrying only the session cookie.
+pub fn with_cookie(app: &TestApp, method: Method, path: &str, cookie: &str) -> RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .header("cookie", cookie)
+}
+
+pub async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("the request is answered")
+}
+
+/// GET /me with a Bearer token.
+pub async fn me(app: &TestApp, token: &str) -> Response {
+    send(bearer(app, Method::GET, ME, token)).await
+}
+
+/// The status of GET /me with a Bearer token.
+pub async fn me_status(app: &TestApp, token: &str) -> StatusCode {
+    me(app, token).await.status()
+}
+
+/// POST /refresh.
+pub async fn refresh(app: &TestApp, refresh_token: &str) -> Response {
+    app.post_json(REFRESH, &json!({"refreshToken": refresh_token}))
+        .await
+}
+
+/// The JSON of a JWT's part `index` (0 header, 1 claims).
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("a JWT part");
+    let bytes = URL_SAFE_NO_PAD.decode(part).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The body without `requestId`, to compare two answers.
+pub fn without_request_id(mut body: Value) -> Value {
+    if let Some(object) = body.as_object_mut() {
+        object.remove("requestId");
+    }
+    body
+}
