@@ -3,14 +3,14 @@
 //!
 //! Credentials, in this order:
 //!
-//! 1. `Authorization: Bearer <access token>`, verified by [`Auth::authenticate_bearer`]. A
+//! 1. `Authorization: Bearer <access token>`, verified by [`Verifier::verify_bearer`]. A
 //!    request that presents a Bearer token is decided by it alone: a bad one is refused even if
 //!    a valid session cookie comes along (a stale token must not silently turn into cookie
 //!    authentication). `Authorization` headers of other schemes (`Basic` from a staging proxy)
 //!    are not Keel's and are ignored.
 //! 2. Otherwise the session cookie (keel-session's `actix` module; the app must wrap its routes
 //!    in [`session_middleware`](keel_session::actix::session_middleware)), whose session id is
-//!    checked by [`Auth::authenticate_session`]. A cookie-authenticated request with an unsafe
+//!    checked by [`Verifier::verify_session`]. A cookie-authenticated request with an unsafe
 //!    method (anything but GET, HEAD, OPTIONS and TRACE) must also pass the CSRF check first:
 //!    - `Sec-Fetch-Site: same-origin` passes (browsers set it; pages cannot);
 //!    - else, if an `Origin` header is present, it decides: it must be in
@@ -18,10 +18,12 @@
 //!    - else the `x-csrf-token` header must equal the cookie's CSRF secret (double submit,
 //!      compared in constant time).
 //!
-//! The [`Auth`] service comes from the app data (`web::Data<Auth>`, or a plain `Auth`), and so
-//! does the [`CsrfPolicy`] (`web::Data<CsrfPolicy>` or `CsrfPolicy`; without one, no origin is
-//! allowed and only same-origin requests and the double-submit token pass). A missing `Auth` is
-//! a wiring bug, answered as [`AuthError::Unavailable`] (fail closed).
+//! The [`Auth`] service comes from the app data (`web::Data<Auth>`, or a plain `Auth`); a service
+//! that only verifies Keel's tokens registers a [`Verifier`] instead (`web::Data<Verifier>` or
+//! `Verifier`; an `Auth` wins when both are there). The [`CsrfPolicy`] comes from the app data
+//! too (`web::Data<CsrfPolicy>` or `CsrfPolicy`; without one, no origin is allowed and only
+//! same-origin requests and the double-submit token pass). Neither `Auth` nor `Verifier` is a
+//! wiring bug, answered as [`AuthError::Unavailable`] (fail closed).
 //!
 //! On success the [`UserId`] and the [`Principal`] are put into the request's extensions (the
 //! access log reads the `UserId`; a second extraction in the same request reuses the
@@ -61,6 +63,7 @@ use keel_session::actix::{CsrfSecret, read_session_cookie};
 use serde::Deserialize;
 
 use crate::service::{Auth, AuthError, Principal};
+use crate::verifier::Verifier;
 
 /// The header that carries the double-submit CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -217,9 +220,9 @@ pub async fn authenticate_request(req: &HttpRequest) -> Result<Principal, AuthRe
     if let Some(principal) = req.extensions().get::<Principal>() {
         return Ok(principal.clone());
     }
-    let auth = auth_of(req)?;
+    let verifier = verifier_of(req)?;
     let principal = match bearer_token(req.headers())? {
-        Some(token) => auth.authenticate_bearer(token).await?,
+        Some(token) => verifier.verify_bearer(token).await?,
         None => {
             let Some((session_id, csrf)) = read_session_cookie(req) else {
                 return Err(AuthRejection::Missing);
@@ -228,7 +231,7 @@ pub async fn authenticate_request(req: &HttpRequest) -> Result<Principal, AuthRe
             if !csrf_passes(req, &csrf) {
                 return Err(AuthRejection::CsrfFailed);
             }
-            auth.authenticate_session(session_id).await?
+            verifier.verify_session(session_id).await?
         }
     };
     let mut extensions = req.extensions_mut();
@@ -237,16 +240,26 @@ pub async fn authenticate_request(req: &HttpRequest) -> Result<Principal, AuthRe
     Ok(principal)
 }
 
-fn auth_of(req: &HttpRequest) -> Result<Auth, AuthRejection> {
+/// The verifier of the app's `Auth`, else the app's own `Verifier`.
+fn verifier_of(req: &HttpRequest) -> Result<Verifier, AuthRejection> {
     if let Some(auth) = req.app_data::<web::Data<Auth>>() {
-        return Ok(auth.get_ref().clone());
+        return Ok(auth.verifier().clone());
     }
     if let Some(auth) = req.app_data::<Auth>() {
-        return Ok(auth.clone());
+        return Ok(auth.verifier().clone());
     }
-    tracing::error!("keel_auth::Auth is not registered as app data; refusing to authenticate");
+    if let Some(verifier) = req.app_data::<web::Data<Verifier>>() {
+        return Ok(verifier.get_ref().clone());
+    }
+    if let Some(verifier) = req.app_data::<Verifier>() {
+        return Ok(verifier.clone());
+    }
+    tracing::error!(
+        "neither keel_auth::Auth nor keel_auth::Verifier is registered as app data; refusing to \
+         authenticate"
+    );
     Err(AuthRejection::Auth(AuthError::Unavailable(
-        "keel_auth::Auth is not registered as app data".into(),
+        "neither keel_auth::Auth nor keel_auth::Verifier is registered as app data".into(),
     )))
 }
 

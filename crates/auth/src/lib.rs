@@ -8,6 +8,7 @@ pub mod password;
 pub mod service;
 #[cfg(test)]
 mod test_support;
+pub mod verifier;
 
 pub use accounts::{AccountError, Accounts, Registration};
 pub use jwt::{
@@ -18,3 +19,4 @@ pub use password::{PasswordError, PasswordHasher, PasswordHashingConfig};
 pub use service::{
     Auth, AuthError, ClientInfo, Principal, RevocationListener, SignedIn, TOKEN_TYPE, Tokens,
 };
+pub use verifier::Verifier;

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 
 use crate::jwt::{JwtError, KeyRing};
 use crate::password::{PasswordError, PasswordHasher};
+use crate::verifier::Verifier;
 
 /// The `token_type` of every token response.
 pub const TOKEN_TYPE: &str = "Bearer";
@@ -199,6 +200,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     listeners: RwLock<Vec<Arc<dyn RevocationListener>>>,
+    /// Request authentication, over the same ring, store and clock.
+    verifier: Verifier,
 }
 
 impl fmt::Debug for Auth {
@@ -222,6 +225,7 @@ impl Auth {
         clock: Arc<dyn Clock>,
         config: SessionConfig,
     ) -> Self {
+        let verifier = Verifier::new(keys.clone(), Arc::clone(&sessions), Arc::clone(&clock));
         Self {
             inner: Arc::new(Inner {
                 users,
@@ -231,6 +235,7 @@ impl Auth {
                 clock,
                 config,
                 listeners: RwLock::new(Vec::new()),
+                verifier,
             }),
         }
     }
@@ -248,6 +253,11 @@ impl Auth {
     /// The key ring that signs access tokens (for the JWKS endpoint).
     pub fn key_ring(&self) -> &KeyRing {
         &self.inner.keys
+    }
+
+    /// The request authentication of this service (bearer token or session id), on its own.
+    pub fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
     }
 
     /// The session settings.
@@ -384,44 +394,18 @@ impl Auth {
     /// must belong to the token's subject.
     ///
     /// The registry is asked every time, also for a token answered from the cache, so a logout
-    /// ends every access token of the session at once.
+    /// ends every access token of the session at once. Same as [`Verifier::verify_bearer`].
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal, AuthError> {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let claims = inner.keys.verify_access_cached(token, now)?;
-        let Some(session) = inner.sessions.authenticate(claims.sid, now).await? else {
-            return Err(AuthError::Unauthorized);
-        };
-        if session.user_id != claims.sub {
-            // A validly signed token whose session belongs to someone else: never Keel's own
-            // doing (a leaked key, or a bug). Refuse it as a bad token.
-            tracing::warn!(
-                session_id = %session.id,
-                "access token subject does not own its session"
-            );
-            return Err(AuthError::InvalidToken);
-        }
-        Ok(Principal {
-            user_id: session.user_id,
-            session,
-        })
+        self.inner.verifier.verify_bearer(token).await
     }
 
     /// Authenticates a session id read from the session cookie: the session must be live in the
-    /// registry.
+    /// registry. Same as [`Verifier::verify_session`].
     pub async fn authenticate_session(
         &self,
         session_id: SessionId,
     ) -> Result<Principal, AuthError> {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let Some(session) = inner.sessions.authenticate(session_id, now).await? else {
-            return Err(AuthError::Unauthorized);
-        };
-        Ok(Principal {
-            user_id: session.user_id,
-            session,
-        })
+        self.inner.verifier.verify_session(session_id).await
     }
 
     /// The caller's user and session. A user deleted since the session began is

@@ -425,3 +425,60 @@ fn rejections_map_to_their_statuses() {
         assert_eq!(rejection.error_response().status(), status);
     }
 }
+
+#[actix_web::test]
+async fn a_verifier_alone_in_the_app_data_authenticates_bearer_tokens() {
+    // Another service: only a `Verifier` (no `Auth`, no session cookie middleware), sharing the
+    // issuer's session registry.
+    let auth = memory_auth().await;
+    let signed_in = auth
+        .login(EMAIL, PASSWORD, ClientInfo::default())
+        .await
+        .unwrap();
+    let app = atest::init_service(
+        App::new()
+            .app_data(web::Data::new(auth.verifier().clone()))
+            .route("/me", web::get().to(whoami)),
+    )
+    .await;
+    let me = |token: Option<&str>| {
+        let mut request = atest::TestRequest::get().uri("/me");
+        if let Some(token) = token {
+            request = request.insert_header((AUTHORIZATION, format!("Bearer {token}")));
+        }
+        request.to_request()
+    };
+    let token = signed_in.tokens.access_token.as_str();
+
+    let response = atest::call_service(&app, me(Some(token))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = atest::read_body(response).await;
+    assert_eq!(body, signed_in.user.id.to_string());
+
+    let response = atest::call_service(&app, me(None)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(matches!(rejection(&response), AuthRejection::Missing));
+
+    let principal = auth.authenticate_bearer(token).await.unwrap();
+    auth.logout(&principal).await.unwrap();
+    let response = atest::call_service(&app, me(Some(token))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(matches!(
+        rejection(&response),
+        AuthRejection::Auth(AuthError::Unauthorized)
+    ));
+
+    let down = Verifier::new(
+        auth.key_ring().clone(),
+        Arc::new(DownStore),
+        Arc::new(keel_domain::SystemClock),
+    );
+    let app = atest::init_service(
+        App::new()
+            .app_data(down)
+            .route("/me", web::get().to(whoami)),
+    )
+    .await;
+    let response = atest::call_service(&app, me(Some(token))).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

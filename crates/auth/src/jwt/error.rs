@@ -82,6 +82,9 @@ pub enum JwtError {
     /// Signing failed, or the start-up self-test did not verify its own token.
     #[error("JWT signing failed: {0}")]
     Signing(String),
+    /// The ring holds no private key (it was built from a JWKS): it verifies but never signs.
+    #[error("this key ring only verifies: it holds no private key")]
+    VerifyOnly,
 }
 
 impl JwtError {

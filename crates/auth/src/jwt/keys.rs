@@ -156,3 +156,123 @@ fn hs256(kid: &str, secret: &[u8]) -> Result<ParsedKey, JwtError> {
         jwk: None,
     })
 }
+
+/// A verify-only key read from a JWK: no private half.
+pub(crate) struct PublicKey {
+    pub(crate) kid: String,
+    pub(crate) decoding: DecodingKey,
+    /// The JWK as the ring republishes it (normalized: only the public members Keel writes).
+    pub(crate) jwk: Value,
+}
+
+/// JWK members that hold private key material (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2).
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Whether `jwk` carries private key material.
+pub(crate) fn has_private_members(jwk: &serde_json::Map<String, Value>) -> bool {
+    PRIVATE_MEMBERS
+        .iter()
+        .any(|member| jwk.contains_key(*member))
+}
+
+/// The verify-only key of one JWK (already checked for private members and a valid `kid`):
+/// `Ok(None)` for a key that is not for signatures (`use` other than `sig`), which is skipped.
+///
+/// EdDSA wants `kty: OKP`, `crv: Ed25519` and a 32-byte `x` that is a valid, not small-order,
+/// point; ES256 wants `kty: EC`, `crv: P-256` and 32-byte `x` and `y` on the curve. An `alg`
+/// member, when present, must be the ring's algorithm.
+pub(crate) fn from_jwk(
+    algorithm: JwtAlgorithm,
+    kid: &str,
+    jwk: &serde_json::Map<String, Value>,
+) -> Result<Option<PublicKey>, JwtError> {
+    let member = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if jwk
+        .get("use")
+        .is_some_and(|value| value.as_str() != Some("sig"))
+    {
+        return Ok(None);
+    }
+    if let Some(alg) = jwk.get("alg")
+        && alg.as_str() != Some(algorithm.as_str())
+    {
+        return Err(JwtError::key(
+            kid,
+            format!("`alg` {alg} is not the ring's algorithm {algorithm}"),
+        ));
+    }
+    // A 32-byte member, and its canonical base64url (what the ring republishes).
+    let coordinate = |name: &str| -> Result<([u8; 32], String), JwtError> {
+        let encoded = member(name)
+            .ok_or_else(|| JwtError::key(kid, format!("`{name}` is missing or not a string")))?;
+        let bytes: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| JwtError::key(kid, format!("`{name}` is not 32 bytes of base64url")))?;
+        Ok((bytes, URL_SAFE_NO_PAD.encode(bytes)))
+    };
+    match algorithm {
+        JwtAlgorithm::EdDSA => {
+            if member("kty") != Some("OKP") || member("crv") != Some("Ed25519") {
+                return Err(JwtError::key(
+                    kid,
+                    "an EdDSA key must have `kty: OKP` and `crv: Ed25519`",
+                ));
+            }
+            let (bytes, x) = coordinate("x")?;
+            let point = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| JwtError::key(kid, "`x` is not an Ed25519 public key"))?;
+            if point.is_weak() {
+                return Err(JwtError::key(kid, "`x` is a small-order Ed25519 point"));
+            }
+            let decoding = DecodingKey::from_ed_components(&x)
+                .map_err(|_| JwtError::key(kid, "cannot use the Ed25519 public key"))?;
+            Ok(Some(PublicKey {
+                kid: kid.to_owned(),
+                decoding,
+                jwk: json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": x,
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                }),
+            }))
+        }
+        JwtAlgorithm::ES256 => {
+            if member("kty") != Some("EC") || member("crv") != Some("P-256") {
+                return Err(JwtError::key(
+                    kid,
+                    "an ES256 key must have `kty: EC` and `crv: P-256`",
+                ));
+            }
+            let ((x_bytes, x), (y_bytes, y)) = (coordinate("x")?, coordinate("y")?);
+            let mut sec1 = Vec::with_capacity(65);
+            sec1.push(0x04);
+            sec1.extend_from_slice(&x_bytes);
+            sec1.extend_from_slice(&y_bytes);
+            p256::PublicKey::from_sec1_bytes(&sec1)
+                .map_err(|_| JwtError::key(kid, "`x`, `y` is not a point on P-256"))?;
+            let decoding = DecodingKey::from_ec_components(&x, &y)
+                .map_err(|_| JwtError::key(kid, "cannot use the P-256 public key"))?;
+            Ok(Some(PublicKey {
+                kid: kid.to_owned(),
+                decoding,
+                jwk: json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": x,
+                    "y": y,
+                    "kid": kid,
+                    "alg": "ES256",
+                    "use": "sig",
+                }),
+            }))
+        }
+        JwtAlgorithm::HS256 => Err(JwtError::InvalidConfig(
+            "HS256 keys are shared secrets and never published; a JWKS cannot carry them".into(),
+        )),
+    }
+}

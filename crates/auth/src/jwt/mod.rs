@@ -6,7 +6,8 @@
 //!   everyone out: add the new key first, keep the old one until the last token it signed has
 //!   expired (`access_ttl_seconds`), then remove it.
 //! - Every token carries a `kid`, and a token is checked against that key only.
-//! - [`KeyRing::jwks`] publishes the public keys, so other services verify tokens themselves.
+//! - [`KeyRing::jwks`] publishes the public keys, so other services verify tokens themselves;
+//!   there, [`KeyRing::from_jwks`] builds a verify-only ring from that document.
 //! - [`KeyRing::verify_access_cached`] remembers verified tokens in a bounded
 //!   [`VerifiedTokenCache`] until their `exp`.
 //!
@@ -52,6 +53,8 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const MAX_TTL_SECONDS: u64 = 24 * 60 * 60;
 const MAX_LEEWAY_SECONDS: u64 = 5 * 60;
 const MAX_KID_CHARS: usize = 128;
+/// Most keys read from a JWKS document. Keel publishes one or two (during a rotation).
+const MAX_JWKS_KEYS: usize = 64;
 
 /// The keys that sign and verify access tokens, and the claim settings they enforce.
 ///
@@ -68,8 +71,8 @@ struct Inner {
     audience: String,
     access_ttl_seconds: i64,
     leeway_seconds: i64,
-    signing_kid: String,
-    signing_key: EncodingKey,
+    /// The key that signs new tokens; `None` in a verify-only ring (built from a JWKS).
+    signing: Option<SigningKey>,
     /// Every key that verifies, the signing key included, by `kid`.
     verifying: HashMap<String, DecodingKey>,
     kids: Vec<String>,
@@ -78,6 +81,14 @@ struct Inner {
     cache: VerifiedTokenCache,
     ephemeral: bool,
 }
+
+struct SigningKey {
+    kid: String,
+    key: EncodingKey,
+}
+
+/// A key that verifies: its `kid`, the key, and its public JWK (`None` for HS256).
+type VerifyingKey = (String, DecodingKey, Option<Value>);
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +99,7 @@ impl fmt::Debug for KeyRing {
             .field("audience", &inner.audience)
             .field("kids", &inner.kids)
             .field("ephemeral", &inner.ephemeral)
+            .field("can_sign", &inner.signing.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -128,22 +140,102 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// A verify-only ring from a JSON Web Key Set, such as the one Keel publishes at
+    /// `/.well-known/jwks.json`: for a service that checks Keel's access tokens without holding
+    /// Keel's private key. Such a ring verifies exactly as Keel's own ring does (same
+    /// `config.issuer`, `config.audience`, `config.leeway_seconds`, cache of
+    /// `config.verified_cache_capacity` entries) but never signs: [`issue_access`] and
+    /// [`self_test`] return [`JwtError::VerifyOnly`]. `config.keys` is ignored.
+    ///
+    /// `config.algorithm` must be EdDSA or ES256 (HS256 keys are never published). Each key
+    /// needs a `kid`; a key whose `use` is not `sig` is skipped; a key of another `alg`, `kty`
+    /// or curve, or that is not a valid public key, is an error. A document with any private
+    /// member (`d`, or the RSA and symmetric ones) is refused as a whole: it is a private key
+    /// that must not be handed around, not a JWKS.
+    ///
+    /// The ring knows the keys of the document it was built from: when Keel rotates its key,
+    /// tokens of the new `kid` are refused ([`InvalidTokenReason::UnknownKey`]) until the
+    /// service fetches the JWKS again and builds a new ring.
+    ///
+    /// [`issue_access`]: Self::issue_access
+    /// [`self_test`]: Self::self_test
+    pub fn from_jwks(jwks: &Value, config: &JwtConfig) -> Result<Self, JwtError> {
+        if config.algorithm == JwtAlgorithm::HS256 {
+            return Err(JwtError::InvalidConfig(
+                "a JWKS carries EdDSA or ES256 public keys; HS256 secrets are never published"
+                    .into(),
+            ));
+        }
+        let Some(entries) = jwks.get("keys").and_then(Value::as_array) else {
+            return Err(JwtError::InvalidConfig(
+                "a JWKS is a JSON object with a `keys` array".into(),
+            ));
+        };
+        if entries.len() > MAX_JWKS_KEYS {
+            return Err(JwtError::InvalidConfig(format!(
+                "the JWKS has {} keys; at most {MAX_JWKS_KEYS} are read",
+                entries.len()
+            )));
+        }
+        let mut objects = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some(object) = entry.as_object() else {
+                return Err(JwtError::InvalidConfig(
+                    "every entry of a JWKS `keys` array must be a JSON object".into(),
+                ));
+            };
+            let kid = object.get("kid").and_then(Value::as_str).unwrap_or("");
+            // Checked for every entry first, skipped ones included: a document with a private
+            // key in it is a leak to report, whatever else it holds.
+            if keys::has_private_members(object) {
+                return Err(JwtError::key(
+                    kid,
+                    "the JWKS holds private key material; refusing it (publish only public keys)",
+                ));
+            }
+            objects.push((kid, object));
+        }
+        let mut public = Vec::new();
+        for (kid, object) in objects {
+            check_kid(kid)?;
+            if let Some(key) = keys::from_jwk(config.algorithm, kid, object)? {
+                public.push((key.kid, key.decoding, Some(key.jwk)));
+            }
+        }
+        if public.is_empty() {
+            return Err(JwtError::NoKeys);
+        }
+        Self::assemble(config, None, public, false)
+    }
+
     fn build(config: &JwtConfig, keys: Vec<ParsedKey>, ephemeral: bool) -> Result<Self, JwtError> {
+        let mut keys = keys.into_iter();
+        let Some(signing) = keys.next() else {
+            return Err(JwtError::NoKeys);
+        };
+        let signing_key = SigningKey {
+            kid: signing.kid.clone(),
+            key: signing.encoding,
+        };
+        // Verify-only keys lose their private half here: they never sign again.
+        let public = std::iter::once((signing.kid, signing.decoding, signing.jwk))
+            .chain(keys.map(|key| (key.kid, key.decoding, key.jwk)))
+            .collect();
+        Self::assemble(config, Some(signing_key), public, ephemeral)
+    }
+
+    fn assemble(
+        config: &JwtConfig,
+        signing: Option<SigningKey>,
+        public: Vec<VerifyingKey>,
+        ephemeral: bool,
+    ) -> Result<Self, JwtError> {
         check_settings(config)?;
         // If another crate in the build also enables jsonwebtoken's aws-lc backend, the crate
         // cannot pick one and panics on first use; installing ours explicitly avoids that. An
         // error only means a provider was installed already, which is fine.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
 
-        let mut keys = keys.into_iter();
-        let Some(signing) = keys.next() else {
-            return Err(JwtError::NoKeys);
-        };
-        let signing_kid = signing.kid.clone();
-        let signing_key = signing.encoding;
-        // Verify-only keys lose their private half here: they never sign again.
-        let public = std::iter::once((signing.kid, signing.decoding, signing.jwk))
-            .chain(keys.map(|key| (key.kid, key.decoding, key.jwk)));
         let mut verifying = HashMap::new();
         let mut kids = Vec::new();
         let mut published = Vec::new();
@@ -173,8 +265,7 @@ impl KeyRing {
                 audience: config.audience.clone(),
                 access_ttl_seconds: i64::try_from(config.access_ttl_seconds).unwrap_or(i64::MAX),
                 leeway_seconds: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
-                signing_kid,
-                signing_key,
+                signing,
                 verifying,
                 kids,
                 jwks: json!({ "keys": published }),
@@ -190,9 +281,23 @@ impl KeyRing {
         self.inner.algorithm
     }
 
-    /// The `kid` of the key that signs new tokens.
+    /// The `kid` of the key that signs new tokens; empty for a verify-only ring
+    /// ([`from_jwks`](Self::from_jwks)).
     pub fn signing_kid(&self) -> &str {
-        &self.inner.signing_kid
+        self.inner
+            .signing
+            .as_ref()
+            .map_or("", |signing| signing.kid.as_str())
+    }
+
+    /// Whether the ring can sign: `false` for a verify-only ring ([`from_jwks`](Self::from_jwks)).
+    pub fn can_sign(&self) -> bool {
+        self.inner.signing.is_some()
+    }
+
+    /// The `kid`s of every key that verifies, the signing key first.
+    pub fn kids(&self) -> &[String] {
+        &self.inner.kids
     }
 
     /// Lifetime of a new access token (the `expiresIn` of a token response).
@@ -211,7 +316,8 @@ impl KeyRing {
     }
 
     /// Signs an access token for `user` in `session`, issued at `now`, valid for the configured
-    /// TTL.
+    /// TTL. A verify-only ring ([`from_jwks`](Self::from_jwks)) refuses:
+    /// [`JwtError::VerifyOnly`].
     pub fn issue_access(
         &self,
         user: UserId,
@@ -219,6 +325,9 @@ impl KeyRing {
         now: OffsetDateTime,
     ) -> Result<IssuedToken, JwtError> {
         let inner = &self.inner;
+        let Some(signing) = &inner.signing else {
+            return Err(JwtError::VerifyOnly);
+        };
         let iat = now.unix_timestamp();
         let exp = iat.saturating_add(inner.access_ttl_seconds);
         let expires_at = OffsetDateTime::from_unix_timestamp(exp)
@@ -236,8 +345,8 @@ impl KeyRing {
         };
         let mut header = Header::new(inner.algorithm.to_jsonwebtoken());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        header.kid = Some(inner.signing_kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &inner.signing_key)
+        header.kid = Some(signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signing.key)
             .map_err(|e| JwtError::Signing(e.to_string()))?;
         Ok(IssuedToken {
             token,
@@ -334,6 +443,7 @@ impl KeyRing {
 
     /// Signs a token and verifies it, and checks that a token with a damaged signature is
     /// refused. Call it at start-up: a broken key or backend fails there, not at the first login.
+    /// A verify-only ring cannot sign, so it fails with [`JwtError::VerifyOnly`].
     pub fn self_test(&self) -> Result<(), JwtError> {
         let now = OffsetDateTime::now_utc();
         let (user, session) = (UserId::generate(), SessionId::generate());

@@ -99,7 +99,8 @@ fn claims(ring: &KeyRing) -> Value {
 
 /// Signs anything with the ring's own signing key.
 fn sign(ring: &KeyRing, header: &Header, claims: &Value) -> String {
-    jsonwebtoken::encode(header, claims, &ring.inner.signing_key).unwrap()
+    let signing = ring.inner.signing.as_ref().expect("a signing ring");
+    jsonwebtoken::encode(header, claims, &signing.key).unwrap()
 }
 
 fn b64json(value: &Value) -> String {
@@ -735,4 +736,218 @@ fn the_rings_cache_stays_within_its_capacity() {
         .verify_access_cached(&issue(&uncached), now())
         .unwrap();
     assert!(uncached.cache().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify-only rings built from a JWKS
+
+fn jwks_error(jwks: &Value, algorithm: JwtAlgorithm) -> JwtError {
+    KeyRing::from_jwks(jwks, &config(algorithm, Vec::new())).unwrap_err()
+}
+
+#[test]
+fn a_ring_built_from_the_jwks_verifies_the_signing_rings_tokens_and_never_signs() {
+    for algorithm in [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256] {
+        let signing = ring(algorithm);
+        let (user, session) = (UserId::generate(), SessionId::generate());
+        let token = signing.issue_access(user, session, now()).unwrap().token;
+
+        let verifying = KeyRing::from_jwks(&signing.jwks(), &config(algorithm, Vec::new()))
+            .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+        let claims = verifying.verify_access(&token, now()).unwrap();
+        assert_eq!((claims.sub, claims.sid), (user, session));
+        assert_eq!(
+            verifying.verify_access_cached(&token, now()).unwrap(),
+            claims
+        );
+        // It republishes the same public keys, and refuses what the signing ring refuses.
+        assert_eq!(verifying.jwks(), signing.jwks());
+        assert_eq!(verifying.kids(), ["k1"]);
+        assert_eq!(
+            refused(&verifying, &damage_signature(&token)),
+            InvalidTokenReason::Signature
+        );
+        assert!(matches!(
+            verifying.verify_access(&token, now() + Duration::hours(1)),
+            Err(JwtError::Expired)
+        ));
+
+        assert!(!verifying.can_sign());
+        assert!(signing.can_sign());
+        assert_eq!(verifying.signing_kid(), "");
+        assert!(matches!(
+            verifying.issue_access(user, session, now()),
+            Err(JwtError::VerifyOnly)
+        ));
+        assert!(matches!(verifying.self_test(), Err(JwtError::VerifyOnly)));
+    }
+}
+
+#[test]
+fn a_jwks_ring_verifies_every_published_key_during_a_rotation() {
+    let old = key(JwtAlgorithm::EdDSA, "old");
+    let before = KeyRing::from_config(&config(JwtAlgorithm::EdDSA, vec![old.clone()])).unwrap();
+    let during = KeyRing::from_config(&config(
+        JwtAlgorithm::EdDSA,
+        vec![key(JwtAlgorithm::EdDSA, "new"), old],
+    ))
+    .unwrap();
+    let verifying =
+        KeyRing::from_jwks(&during.jwks(), &config(JwtAlgorithm::EdDSA, Vec::new())).unwrap();
+    assert!(verifying.verify_access(&issue(&before), now()).is_ok());
+    assert!(verifying.verify_access(&issue(&during), now()).is_ok());
+    // A key it was not given is unknown.
+    assert_eq!(
+        refused(&verifying, &issue(&ring(JwtAlgorithm::EdDSA))),
+        InvalidTokenReason::UnknownKey
+    );
+}
+
+#[test]
+fn a_jwks_ring_checks_its_own_issuer_and_audience() {
+    let signing = ring(JwtAlgorithm::EdDSA);
+    let token = issue(&signing);
+    let other_issuer = JwtConfig {
+        issuer: "https://other.test".into(),
+        ..config(JwtAlgorithm::EdDSA, Vec::new())
+    };
+    let verifying = KeyRing::from_jwks(&signing.jwks(), &other_issuer).unwrap();
+    assert_eq!(refused(&verifying, &token), InvalidTokenReason::Issuer);
+    let other_audience = JwtConfig {
+        audience: "other-api".into(),
+        ..config(JwtAlgorithm::EdDSA, Vec::new())
+    };
+    let verifying = KeyRing::from_jwks(&signing.jwks(), &other_audience).unwrap();
+    assert_eq!(refused(&verifying, &token), InvalidTokenReason::Audience);
+}
+
+#[test]
+fn a_jwks_with_private_members_is_refused() {
+    // The private Ed25519 key written as a JWK (RFC 8037): `d` next to `x`.
+    let signing = ring(JwtAlgorithm::EdDSA);
+    let mut jwks = signing.jwks();
+    jwks["keys"][0]["d"] = json!(URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+    let error = jwks_error(&jwks, JwtAlgorithm::EdDSA);
+    assert!(
+        matches!(&error, JwtError::InvalidKey { reason, .. } if reason.contains("private")),
+        "{error}"
+    );
+
+    let mut jwks = ring(JwtAlgorithm::ES256).jwks();
+    jwks["keys"][0]["d"] = json!(URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+    assert!(matches!(
+        jwks_error(&jwks, JwtAlgorithm::ES256),
+        JwtError::InvalidKey { .. }
+    ));
+
+    // Even when the private key is one that would be skipped (a symmetric or encryption key).
+    let mut jwks = signing.jwks();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "oct", "kid": "hs", "k": hs256_secret(), "use": "enc"}));
+    assert!(matches!(
+        jwks_error(&jwks, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+}
+
+#[test]
+fn malformed_or_mismatched_jwks_are_refused() {
+    let ed = ring(JwtAlgorithm::EdDSA).jwks();
+    let es = ring(JwtAlgorithm::ES256).jwks();
+
+    // HS256 keys are never published.
+    assert!(matches!(
+        jwks_error(&ed, JwtAlgorithm::HS256),
+        JwtError::InvalidConfig(_)
+    ));
+    // Not a JWKS at all.
+    for not_a_set in [
+        json!([]),
+        json!({}),
+        json!({"keys": {}}),
+        json!({"keys": [1]}),
+    ] {
+        assert!(
+            matches!(
+                jwks_error(&not_a_set, JwtAlgorithm::EdDSA),
+                JwtError::InvalidConfig(_)
+            ),
+            "{not_a_set}"
+        );
+    }
+    assert!(matches!(
+        jwks_error(&json!({"keys": []}), JwtAlgorithm::EdDSA),
+        JwtError::NoKeys
+    ));
+    // Keys of the other algorithm, by `alg` or (without `alg`) by `kty`.
+    assert!(matches!(
+        jwks_error(&es, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+    let mut without_alg = es.clone();
+    without_alg["keys"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("alg");
+    assert!(matches!(
+        jwks_error(&without_alg, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+    // A key without a usable `kid`.
+    let mut no_kid = ed.clone();
+    no_kid["keys"][0].as_object_mut().unwrap().remove("kid");
+    assert!(matches!(
+        jwks_error(&no_kid, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+    // Duplicate `kid`s.
+    let mut duplicate = ed.clone();
+    let first = duplicate["keys"][0].clone();
+    duplicate["keys"].as_array_mut().unwrap().push(first);
+    assert!(matches!(
+        jwks_error(&duplicate, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+    // Coordinates that are not 32 bytes, or not a point.
+    for x in [json!("AAAA"), json!(42), json!("!!not-base64!!")] {
+        let mut bad = ed.clone();
+        bad["keys"][0]["x"] = x.clone();
+        assert!(
+            matches!(
+                jwks_error(&bad, JwtAlgorithm::EdDSA),
+                JwtError::InvalidKey { .. }
+            ),
+            "{x}"
+        );
+    }
+    let mut off_curve = es.clone();
+    off_curve["keys"][0]["y"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]));
+    assert!(matches!(
+        jwks_error(&off_curve, JwtAlgorithm::ES256),
+        JwtError::InvalidKey { .. }
+    ));
+    // The identity point is small-order: anything "verifies" against it in some libraries.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut weak = ed.clone();
+    weak["keys"][0]["x"] = json!(URL_SAFE_NO_PAD.encode(identity));
+    assert!(matches!(
+        jwks_error(&weak, JwtAlgorithm::EdDSA),
+        JwtError::InvalidKey { .. }
+    ));
+}
+
+#[test]
+fn jwks_keys_not_for_signatures_are_skipped() {
+    let signing = ring(JwtAlgorithm::EdDSA);
+    let mut jwks = signing.jwks();
+    let mut encryption = ring(JwtAlgorithm::EdDSA).jwks()["keys"][0].clone();
+    encryption["use"] = json!("enc");
+    encryption["kid"] = json!("enc-1");
+    jwks["keys"].as_array_mut().unwrap().push(encryption);
+    let verifying = KeyRing::from_jwks(&jwks, &config(JwtAlgorithm::EdDSA, Vec::new())).unwrap();
+    assert_eq!(verifying.kids(), ["k1"]);
+    assert!(verifying.verify_access(&issue(&signing), now()).is_ok());
 }
