@@ -119,10 +119,11 @@ pub(crate) async fn get(session: &PollingSession) -> HttpResponse {
             String::new()
         }
     };
-    if closing.is_cancelled() {
-        if !body.is_empty() {
-            body.push(engineio::RECORD_SEPARATOR);
-        }
+    // The close packet goes alone, in the poll after the last packets: socket.io-client handles
+    // a `41` a tick after the payload is parsed, so a `1` in the same payload would win and the
+    // client would see "transport close" (and reconnect) instead of "io server disconnect". The
+    // official Engine.IO server sends it separately too.
+    if closing.is_cancelled() && body.is_empty() {
         body.push('1');
     }
     payload_response(body)
