@@ -7,16 +7,23 @@
 //! permit from a semaphore (at most `max_concurrent` run at once, so memory stays below
 //! `max_concurrent × 19 MiB`), waits at most `queue_timeout` for it, and otherwise fails with
 //! [`PasswordError::Busy`], which the HTTP edge answers with 503.
+//!
+//! The 19 MiB of each computation are not allocated per call: every permit comes with a block
+//! buffer from a pool of at most `max_concurrent` buffers, allocated on first use and reused for
+//! the life of the hasher. Allocating and freeing 19 MiB per login left glibc's arenas holding
+//! hundreds of MiB of fragmented free memory under a login flood, although only
+//! `max_concurrent` computations ever ran at once.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use argon2::password_hash::{self, PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 /// Memory cost in KiB (OWASP password storage cheat sheet, argon2id first choice).
 pub const M_COST_KIB: u32 = 19_456;
@@ -24,6 +31,17 @@ pub const M_COST_KIB: u32 = 19_456;
 pub const T_COST: u32 = 2;
 /// Degree of parallelism.
 pub const P_COST: u32 = 1;
+
+const ALGORITHM: Algorithm = Algorithm::Argon2id;
+const VERSION: Version = Version::V0x13;
+const SALT_LEN: usize = 16;
+/// The parameters of new hashes (checked at compile time).
+const PARAMS: Params = match Params::new(M_COST_KIB, T_COST, P_COST, None) {
+    Ok(params) => params,
+    Err(_) => panic!("invalid argon2 parameters"),
+};
+/// Size of each pooled block buffer: what a computation at [`PARAMS`] needs.
+const POOL_BLOCKS: usize = PARAMS.block_count();
 
 /// Stored hashes are read back with their own parameters, so a hash that asks for absurd memory
 /// or time (a corrupted row, a hostile import) could still exhaust the machine. These bounds are
@@ -103,6 +121,11 @@ pub struct PasswordHasher {
 
 struct Inner {
     permits: Arc<Semaphore>,
+    /// The block buffers of the free slots. A slot takes one with its permit and puts it back
+    /// before releasing the permit, so at most `max_concurrent` buffers ever exist.
+    buffers: Mutex<Vec<Vec<Block>>>,
+    /// How many buffers were allocated over the hasher's life: at most `max_concurrent`.
+    buffers_allocated: AtomicUsize,
     max_concurrent: usize,
     queue_timeout: Duration,
     dummy_hash: OnceCell<String>,
@@ -113,6 +136,10 @@ impl std::fmt::Debug for PasswordHasher {
         f.debug_struct("PasswordHasher")
             .field("max_concurrent", &self.inner.max_concurrent)
             .field("available", &self.inner.permits.available_permits())
+            .field(
+                "buffers_allocated",
+                &self.inner.buffers_allocated.load(Ordering::Relaxed),
+            )
             .field("queue_timeout", &self.inner.queue_timeout)
             .finish()
     }
@@ -126,6 +153,8 @@ impl PasswordHasher {
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
+                buffers: Mutex::new(Vec::with_capacity(max_concurrent)),
+                buffers_allocated: AtomicUsize::new(0),
                 max_concurrent,
                 queue_timeout: config.queue_timeout,
                 dummy_hash: OnceCell::new(),
@@ -137,7 +166,7 @@ impl PasswordHasher {
     /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = SecretString::from(password);
-        self.run(move || hash_blocking(password.expose_secret()))
+        self.run(move |blocks| hash_blocking(password.expose_secret().as_bytes(), blocks))
             .await
     }
 
@@ -149,7 +178,7 @@ impl PasswordHasher {
         check_phc(phc)?;
         let password = SecretString::from(password);
         let phc = phc.to_owned();
-        self.run(move || verify_blocking(password.expose_secret(), &phc))
+        self.run(move |blocks| verify_blocking(password.expose_secret().as_bytes(), &phc, blocks))
             .await
     }
 
@@ -174,11 +203,12 @@ impl PasswordHasher {
         Ok(false)
     }
 
-    /// Runs `job` on the blocking pool once a slot is free, or fails with `Busy`.
+    /// Runs `job` on the blocking pool with a slot's block buffer once a slot is free, or fails
+    /// with `Busy`.
     async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, PasswordError> + Send + 'static,
+        F: FnOnce(&mut [Block]) -> Result<T, PasswordError> + Send + 'static,
     {
         let acquire = Arc::clone(&self.inner.permits).acquire_owned();
         let permit = match tokio::time::timeout(self.inner.queue_timeout, acquire).await {
@@ -186,42 +216,151 @@ impl PasswordHasher {
             Ok(Err(_closed)) => return Err(PasswordError::Internal("semaphore closed".into())),
             Err(_elapsed) => return Err(PasswordError::Busy),
         };
-        // The permit moves into the blocking task: if the caller's future is dropped (client
+        let mut slot = Slot::take(Arc::clone(&self.inner), permit);
+        // The slot moves into the blocking task: if the caller's future is dropped (client
         // gone, request timeout), the computation still runs to its end, and the slot must stay
         // taken until then or the memory bound would not hold.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|join| PasswordError::Internal(join.to_string()))?
+        tokio::task::spawn_blocking(move || job(slot.blocks()))
+            .await
+            .map_err(|join| PasswordError::Internal(join.to_string()))?
     }
 }
 
-fn argon2() -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
-        .map_err(|e| PasswordError::Internal(e.to_string()))?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+/// A hashing slot: a semaphore permit and the block buffer that goes with it.
+struct Slot {
+    inner: Arc<Inner>,
+    /// Empty until the first computation that needs it allocates it (on the blocking pool).
+    buffer: Vec<Block>,
+    /// Declared last: fields drop after `Drop::drop` has put the buffer back, so the permit is
+    /// released only once the buffer is in the pool again, and the next slot finds it there.
+    _permit: OwnedSemaphorePermit,
 }
 
-fn hash_blocking(password: &str) -> Result<String, PasswordError> {
-    let mut salt = [0u8; 16];
+impl Slot {
+    fn take(inner: Arc<Inner>, permit: OwnedSemaphorePermit) -> Self {
+        let buffer = inner
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        Self {
+            inner,
+            buffer,
+            _permit: permit,
+        }
+    }
+
+    fn blocks(&mut self) -> &mut [Block] {
+        if self.buffer.is_empty() {
+            self.buffer = vec![Block::default(); POOL_BLOCKS];
+            self.inner.buffers_allocated.fetch_add(1, Ordering::Relaxed);
+        }
+        &mut self.buffer
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        if !buffer.is_empty() {
+            // A buffer left mid-computation by a panic is fine to reuse: every computation
+            // writes each block before reading it.
+            self.inner
+                .buffers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(buffer);
+        }
+    }
+}
+
+fn hash_blocking(password: &[u8], blocks: &mut [Block]) -> Result<String, PasswordError> {
+    let mut salt = [0u8; SALT_LEN];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Internal(e.to_string()))?;
-    argon2()?
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| PasswordError::Internal(e.to_string()))
+    hash_with_salt(password, &salt, blocks)
 }
 
-fn verify_blocking(password: &str, phc: &str) -> Result<bool, PasswordError> {
-    let hash = PasswordHash::new(phc).map_err(|_| PasswordError::MalformedHash)?;
-    // `verify_password` takes algorithm, version and parameters from the hash itself.
-    match argon2()?.verify_password(password.as_bytes(), &hash) {
-        Ok(()) => Ok(true),
-        Err(password_hash::Error::Password) => Ok(false),
-        Err(_) => Err(PasswordError::MalformedHash),
+/// The PHC string of `password` at [`PARAMS`], exactly as `argon2::PasswordHasher` formats it.
+fn hash_with_salt(
+    password: &[u8],
+    salt: &[u8],
+    blocks: &mut [Block],
+) -> Result<String, PasswordError> {
+    let internal = |e: password_hash::Error| PasswordError::Internal(e.to_string());
+    let salt_string = SaltString::encode_b64(salt).map_err(internal)?;
+    let argon2 = Argon2::new(ALGORITHM, VERSION, PARAMS);
+    let output =
+        compute(&argon2, password, salt, Params::DEFAULT_OUTPUT_LEN, blocks).map_err(internal)?;
+    let phc = PasswordHash {
+        algorithm: ALGORITHM.ident(),
+        version: Some(VERSION.into()),
+        params: ParamsString::try_from(&PARAMS).map_err(internal)?,
+        salt: Some(salt_string.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against `phc` with the algorithm, version, parameters, salt and output
+/// length stored in it, like `argon2::PasswordVerifier` does, but in `pooled` memory.
+fn verify_blocking(
+    password: &[u8],
+    phc: &str,
+    pooled: &mut [Block],
+) -> Result<bool, PasswordError> {
+    let hash = PasswordHash::new(phc).map_err(malformed)?;
+    let algorithm = Algorithm::try_from(hash.algorithm).map_err(malformed)?;
+    let version = hash
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(malformed)?
+        .unwrap_or_default();
+    let params = Params::try_from(&hash).map_err(malformed)?;
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return Err(PasswordError::MalformedHash);
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(malformed)?;
+    let block_count = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let computed = if block_count <= pooled.len() {
+        compute(&argon2, password, salt, expected.len(), pooled)
+    } else {
+        // Only hashes made with more memory than today's parameters get here, and `check_phc`
+        // has bounded that memory. Rare enough that a one-off allocation is fine.
+        tracing::debug!(
+            m_cost = argon2.params().m_cost(),
+            t_cost = argon2.params().t_cost(),
+            p_cost = argon2.params().p_cost(),
+            "verifying an old-parameter password hash that needs more memory than the pooled \
+             buffers; allocating for this call",
+        );
+        let mut blocks = vec![Block::default(); block_count];
+        compute(&argon2, password, salt, expected.len(), &mut blocks)
     }
+    .map_err(malformed)?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == expected)
+}
+
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    output_len: usize,
+    blocks: &mut [Block],
+) -> password_hash::Result<Output> {
+    Output::init_with(output_len, |out| {
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut *blocks)
+            .map_err(password_hash::Error::from)
+    })
+}
+
+fn malformed<E>(_: E) -> PasswordError {
+    PasswordError::MalformedHash
 }
 
 /// Rejects, without hashing, what `verify_password` would either reject or silently treat as a
@@ -250,6 +389,8 @@ fn base64_url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
+
+    use argon2::{PasswordHasher as _, PasswordVerifier as _};
 
     use super::*;
 
@@ -389,6 +530,106 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
+    }
+
+    fn pooled_buffers(hasher: &PasswordHasher) -> (usize, usize) {
+        let pooled = hasher.inner.buffers.lock().unwrap().len();
+        let allocated = hasher.inner.buffers_allocated.load(Ordering::Relaxed);
+        (pooled, allocated)
+    }
+
+    #[tokio::test]
+    async fn one_slot_reuses_one_buffer_for_every_hash_and_verify() {
+        let hasher = hasher(1, Duration::from_secs(30));
+        assert_eq!(pooled_buffers(&hasher), (0, 0), "allocated lazily");
+        let phc = hasher.hash("password").await.unwrap();
+        assert_eq!(pooled_buffers(&hasher), (1, 1));
+        let buffer = hasher.inner.buffers.lock().unwrap()[0].as_ptr();
+        for i in 0..4 {
+            hasher.hash(&format!("password {i}")).await.unwrap();
+            assert!(hasher.verify("password", &phc).await.unwrap());
+            assert!(!hasher.verify_dummy("password").await.unwrap());
+        }
+        assert_eq!(pooled_buffers(&hasher), (1, 1));
+        let pooled = &hasher.inner.buffers.lock().unwrap()[0];
+        assert_eq!(pooled.as_ptr(), buffer, "the same allocation every time");
+        assert_eq!(pooled.len(), POOL_BLOCKS);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_hashes_never_allocate_more_than_max_concurrent_buffers() {
+        let hasher = hasher(2, Duration::from_secs(60));
+        let jobs: Vec<_> = (0..8)
+            .map(|i| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(&format!("password {i}")).await })
+            })
+            .collect();
+        for job in jobs {
+            assert!(job.await.unwrap().is_ok());
+        }
+        let (pooled, allocated) = pooled_buffers(&hasher);
+        assert!((1..=2).contains(&allocated), "{allocated}");
+        assert_eq!(pooled, allocated, "every buffer is back in the pool");
+        assert_eq!(hasher.inner.permits.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn hashes_are_interchangeable_with_the_plain_argon2_api() {
+        let plain = Argon2::new(ALGORITHM, VERSION, PARAMS);
+        let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+
+        // Same salt, same string, byte for byte.
+        let raw_salt = *b"0123456789abcdef";
+        let salt = SaltString::encode_b64(&raw_salt).unwrap();
+        let expected = plain.hash_password(b"pa55word", &salt).unwrap().to_string();
+        let mut blocks = vec![Block::default(); POOL_BLOCKS];
+        assert_eq!(
+            hash_with_salt(b"pa55word", &raw_salt, &mut blocks).unwrap(),
+            expected
+        );
+
+        // Plain API -> this hasher.
+        assert!(hasher.verify("pa55word", &expected).await.unwrap());
+        assert!(!hasher.verify("pa55wort", &expected).await.unwrap());
+
+        // This hasher -> plain API.
+        let ours = hasher.hash("pa55word").await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(plain.verify_password(b"pa55word", &parsed).is_ok());
+        assert!(plain.verify_password(b"pa55wort", &parsed).is_err());
+
+        // Other algorithms, versions, output lengths, parameters: the stored ones are used.
+        for (algorithm, version, output_len) in [
+            (Algorithm::Argon2i, Version::V0x10, 32),
+            (Algorithm::Argon2d, Version::V0x13, 16),
+            (Algorithm::Argon2id, Version::V0x13, 64),
+        ] {
+            let params = Params::new(1024, 1, 2, Some(output_len)).unwrap();
+            let phc = Argon2::new(algorithm, version, params)
+                .hash_password(b"other", &salt)
+                .unwrap()
+                .to_string();
+            assert!(hasher.verify("other", &phc).await.unwrap(), "{phc}");
+            assert!(!hasher.verify("others", &phc).await.unwrap(), "{phc}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hashes_needing_more_memory_than_the_pool_still_verify() {
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let params = Params::new(M_COST_KIB * 2, 1, 1, None).unwrap();
+        let old = Argon2::new(ALGORITHM, VERSION, params)
+            .hash_password(b"big password", &salt)
+            .unwrap()
+            .to_string();
+        let hasher = hasher(1, Duration::from_secs(30));
+        assert!(hasher.verify("big password", &old).await.unwrap());
+        assert!(!hasher.verify("small password", &old).await.unwrap());
+        // The one-off allocation does not join the pool.
+        let (pooled, allocated) = pooled_buffers(&hasher);
+        assert_eq!((pooled, allocated), (1, 1));
+        assert_eq!(hasher.inner.buffers.lock().unwrap()[0].len(), POOL_BLOCKS);
     }
 
     #[test]
