@@ -33,7 +33,7 @@
 //!   is drained by a writer task (WebSocket) or by the pending GET (polling).
 //! - Sockets, namespaces ([`NamespaceHandler`]), rooms, acknowledgements, Keel's own events
 //!   ([`KeelEvents`]), and the [`Emitter`] for server code, broadcasting through an
-//!   [`Adapter`] ([`LocalAdapter`] for one instance).
+//!   [`Adapter`] ([`LocalAdapter`] for one instance, [`RedisAdapter`] for several).
 //!
 //! Every decoding error is a [`CodecError`]; the caller closes the offending connection and no
 //! other. Decoding never panics, and the memory it allocates is bounded by the input, whose size
@@ -75,6 +75,7 @@ mod handler;
 mod keel_events;
 mod node;
 mod polling;
+mod redis_adapter;
 mod server;
 mod socket;
 
@@ -93,5 +94,6 @@ pub use keel_events::{
     DefaultRoomPolicy, KeelEvents, RoomPolicy, codes, error_ack, is_reserved_room,
 };
 pub use node::{LocalNode, session_room, user_room};
+pub use redis_adapter::{RedisAdapter, RedisAdapterBuilder, RedisAdapterConfig, SubscriptionState};
 pub use server::{PATH, RealtimeServer, RealtimeServerBuilder};
 pub use socket::{AckSender, Event, Socket, SocketId};

@@ -1,0 +1,670 @@
+//! [`RedisAdapter`]: broadcasts, acknowledgements and session disconnects across every instance
+//! through Redis pub/sub.
+//!
+//! # How it works
+//!
+//! Every instance gets a random id. A broadcast is delivered to this instance's sockets at once
+//! and published, encoded once (a small header plus the already-encoded Engine.IO text and
+//! attachments, see `wire`), on one channel shared by all namespaces, `<prefix>all`. Each
+//! instance delivers what it receives to its own sockets and skips its own messages, so every
+//! socket gets a message once and the origin never twice.
+//!
+//! A broadcast asking for acknowledgements carries a request id. Each other instance delivers it
+//! under an ack id of its own (so it cannot collide with that instance's ids) and answers on the
+//! origin's own channel, `<prefix>i:<instance id>`: first how many of its sockets got the event,
+//! then each answer as it comes. The origin knows from `PUBLISH`'s answer how many instances
+//! listen and stops collecting when all have reported and answered, or at the timeout.
+//!
+//! Publishing uses the application's shared deadpool-redis pool. Subscribing uses a dedicated
+//! connection of its own, opened from a [`redis::Client`] (never the pool), watched by `PING`,
+//! and re-opened with exponential backoff whenever it fails: after a Redis restart the adapter
+//! resubscribes by itself. Messages published while it was not subscribed are lost; the
+//! application hears of every resubscribe ([`RedisAdapterBuilder::on_resubscribe`],
+//! [`RedisAdapter::subscription`]) and should then re-check its sockets' sessions.
+//!
+//! Not (yet) done: per-room (sharded) channels, presence across instances, and remote replies
+//! and `except` by socket id (see [`RedisAdapter`]).
+
+mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use deadpool_redis::Pool;
+use deadpool_redis::redis;
+use futures_util::StreamExt as _;
+use keel_domain::{BoxFuture, SessionId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::{AckReplies, AckReply, Adapter, BroadcastMessage};
+use crate::error::AdapterError;
+use crate::node::LocalNode;
+use crate::socket::{OutPacket, SocketId};
+use crate::socketio::{self, Limits, MAIN_NAMESPACE, Packet, PacketKind, Value};
+use wire::{BroadcastRef, Frame, InstanceId, WireBroadcast};
+
+/// Ack ids this instance gives to broadcasts from other instances start here: far above the
+/// server's own counter, and still exact as a JavaScript number (below 2^53).
+const REMOTE_ACK_BASE: u64 = 1 << 52;
+
+/// Settings of the [`RedisAdapter`]. A plain serde struct with defaults; durations are
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisAdapterConfig {
+    /// Prefix of the pub/sub channels (`keel:rt:`). Instances that should reach each other use
+    /// the same prefix (and the same Redis database number does not matter: pub/sub ignores it).
+    pub channel_prefix: String,
+    /// How long opening the subscriber connection and subscribing may take (1000).
+    pub connect_timeout_ms: u64,
+    /// How often the subscriber connection is checked with `PING` (5000), so a Redis that hangs
+    /// is noticed; the `PING` may take `connect_timeout_ms`.
+    pub ping_interval_ms: u64,
+    /// First wait before re-opening a lost subscriber connection (100); doubles up to
+    /// `reconnect_max_ms` (5000), with jitter.
+    pub reconnect_min_ms: u64,
+    /// Longest wait between two attempts to re-open the subscriber connection (5000).
+    pub reconnect_max_ms: u64,
+    /// Upper bound on one publish, pool wait included (3000). The pool's own timeouts normally
+    /// end it sooner.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for RedisAdapterConfig {
+    fn default() -> Self {
+        Self {
+            channel_prefix: "keel:rt:".to_owned(),
+            connect_timeout_ms: 1_000,
+            ping_interval_ms: 5_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+            publish_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// The state of the adapter's subscription, as [`RedisAdapter::subscription`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionState {
+    /// Whether the subscriber connection is up and subscribed now.
+    pub subscribed: bool,
+    /// How many times it has subscribed since the start: 1 after the first subscription, and
+    /// one more after every resubscribe.
+    pub subscribes: u64,
+}
+
+type Callback = Arc<dyn Fn() + Send + Sync>;
+
+/// Builds a [`RedisAdapter`]; see [`RedisAdapter::builder`].
+pub struct RedisAdapterBuilder {
+    pool: Pool,
+    client: redis::Client,
+    config: RedisAdapterConfig,
+    on_resubscribe: Option<Callback>,
+    state: watch::Sender<SubscriptionState>,
+}
+
+impl fmt::Debug for RedisAdapterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapterBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisAdapterBuilder {
+    /// Uses these settings instead of the defaults.
+    pub fn config(mut self, config: RedisAdapterConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Runs `callback` after every resubscribe (not after the first subscription): messages
+    /// published meanwhile were lost, so the application should re-check its sockets' sessions
+    /// (e.g. start its session sweep now). The callback must not block; spawn work from it.
+    pub fn on_resubscribe(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_resubscribe = Some(Arc::new(callback));
+        self
+    }
+
+    /// The subscription state, to watch before the adapter is even started.
+    pub fn subscription(&self) -> watch::Receiver<SubscriptionState> {
+        self.state.subscribe()
+    }
+
+    /// Starts the adapter for `node`: spawns the subscriber task, which connects in the
+    /// background (so this succeeds while Redis is down) and runs until the adapter is dropped.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (actix-web's counts).
+    pub fn start(self, node: LocalNode) -> RedisAdapter {
+        let id: InstanceId = rand::random();
+        let prefix = &self.config.channel_prefix;
+        let inner = Arc::new(Inner {
+            broadcast_channel: format!("{prefix}all"),
+            own_channel: instance_channel(prefix, &id),
+            id,
+            node,
+            pool: self.pool,
+            config: self.config,
+            requests: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
+            next_remote_ack: AtomicU64::new(0),
+            state: self.state,
+            on_resubscribe: self.on_resubscribe,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(subscriber(inner.clone(), self.client, stop.clone()));
+        RedisAdapter { inner, stop }
+    }
+
+    /// The factory for [`crate::RealtimeServerBuilder::adapter`]: starts the adapter with the
+    /// server's [`LocalNode`] when the server is built (inside a Tokio runtime).
+    pub fn into_factory(self) -> impl FnOnce(LocalNode) -> Arc<dyn Adapter> + 'static {
+        move |node| Arc::new(self.start(node)) as Arc<dyn Adapter>
+    }
+}
+
+/// An [`Adapter`] on Redis pub/sub, for several instances behind a load balancer.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use keel_realtime::{AllowAll, RealtimeConfig, RealtimeServer, RedisAdapter};
+/// # async fn demo(pool: deadpool_redis::Pool) -> Result<(), Box<dyn std::error::Error>> {
+/// // `pool` is the app's shared pool, built with connect, response and wait timeouts.
+/// let client = deadpool_redis::redis::Client::open("redis://127.0.0.1:6379/")?;
+/// let adapter = RedisAdapter::builder(pool, client)
+///     .on_resubscribe(|| { /* trigger the session sweep */ });
+/// let mut subscription = adapter.subscription();
+/// let realtime = RealtimeServer::builder(RealtimeConfig::default(), Arc::new(AllowAll))
+///     .adapter(adapter.into_factory())
+///     .build()?;
+/// // Optional: readiness can wait for the first subscription.
+/// subscription.wait_for(|state| state.subscribed).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Limits of this version: replies to [`crate::Broadcast::emit_with_ack`] from sockets on other
+/// instances carry a placeholder [`SocketId`] (their arguments and count are right), and
+/// [`crate::Broadcast::except`] leaves a socket out only on the instance that sends (where a
+/// socket's own `to_room` broadcasts come from): both need a crate-private way to make a
+/// `SocketId` from its text.
+pub struct RedisAdapter {
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for RedisAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapter")
+            .field("instance", &self.instance_id())
+            .field("subscription", &*self.inner.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisAdapter {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RedisAdapter {
+    /// Starts building an adapter that publishes on `pool` (the app's shared pool) and
+    /// subscribes on a dedicated connection opened from `subscriber` (same Redis).
+    pub fn builder(pool: Pool, subscriber: redis::Client) -> RedisAdapterBuilder {
+        RedisAdapterBuilder {
+            pool,
+            client: subscriber,
+            config: RedisAdapterConfig::default(),
+            on_resubscribe: None,
+            state: watch::Sender::new(SubscriptionState::default()),
+        }
+    }
+
+    /// The subscription state; `changed()` wakes on every (re)subscribe and loss.
+    pub fn subscription(&self) -> watch::Receiver<SubscriptionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// This instance's random id (hex), as it appears in its reply channel's name.
+    pub fn instance_id(&self) -> String {
+        hex(&self.inner.id)
+    }
+}
+
+/// What another instance said about one of this instance's ack requests.
+enum Remote {
+    /// An instance (this one included, with 0) delivered the event to this many sockets.
+    Count(u32),
+    Reply(AckReply),
+}
+
+struct Inner {
+    id: InstanceId,
+    node: LocalNode,
+    pool: Pool,
+    config: RedisAdapterConfig,
+    broadcast_channel: String,
+    own_channel: String,
+    /// This instance's broadcasts waiting for acknowledgements, by request id.
+    requests: Mutex<HashMap<u64, mpsc::UnboundedSender<Remote>>>,
+    next_request: AtomicU64,
+    next_remote_ack: AtomicU64,
+    state: watch::Sender<SubscriptionState>,
+    on_resubscribe: Option<Callback>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn instance_channel(prefix: &str, id: &InstanceId) -> String {
+    format!("{prefix}i:{}", hex(id))
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn broadcast_ref(message: &BroadcastMessage) -> BroadcastRef<'_> {
+    BroadcastRef {
+        namespace: &message.namespace,
+        target: &message.target,
+        except: message.except.as_ref().map(SocketId::as_str),
+        text: message.text().as_bytes(),
+        attachments: message.attachments(),
+    }
+}
+
+/// Limits for decoding answers relayed by other instances, which checked them already.
+const RELAYED: Limits = Limits {
+    max_attachments: 1024,
+    max_packet_len: usize::MAX,
+};
+
+impl Inner {
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<usize, AdapterError> {
+        let publish = async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|error| AdapterError::new(format!("no Redis connection: {error}")))?;
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<usize>(&mut conn)
+                .await
+                .map_err(|error| AdapterError::new(format!("Redis PUBLISH failed: {error}")))
+        };
+        tokio::time::timeout(millis(self.config.publish_timeout_ms), publish)
+            .await
+            .unwrap_or_else(|_| Err(AdapterError::new("Redis PUBLISH timed out")))
+    }
+
+    fn route(&self, request: u64, remote: Remote) {
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = requests.get(&request) {
+            let _ = tx.send(remote);
+        }
+    }
+
+    fn forget(&self, request: u64) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&request);
+    }
+
+    fn subscribed(&self) {
+        let mut subscribes = 0;
+        self.state.send_modify(|state| {
+            state.subscribed = true;
+            state.subscribes += 1;
+            subscribes = state.subscribes;
+        });
+        if subscribes > 1 {
+            tracing::info!(subscribes, "realtime adapter resubscribed to Redis");
+            if let Some(callback) = &self.on_resubscribe {
+                callback();
+            }
+        }
+    }
+
+    /// Handles one message from the subscription. Never waits: deliveries are queued, and
+    /// acknowledgements are collected by a task of their own.
+    fn handle(self: &Arc<Self>, payload: &[u8]) {
+        let Some(envelope) = wire::decode(Bytes::copy_from_slice(payload)) else {
+            tracing::warn!(
+                len = payload.len(),
+                "realtime adapter: malformed message ignored"
+            );
+            return;
+        };
+        if envelope.origin == self.id {
+            // Our own message: already delivered here. An ack request still counts this
+            // instance among the listeners `PUBLISH` reported, with nothing to wait for.
+            if let Frame::AckBroadcast { request, .. } = envelope.frame {
+                self.route(request, Remote::Count(0));
+            }
+            return;
+        }
+        match envelope.frame {
+            Frame::Broadcast(broadcast) => {
+                if let Some(message) = into_message(broadcast, None) {
+                    self.node.deliver(&message);
+                }
+            }
+            Frame::AckBroadcast {
+                request,
+                timeout_ms,
+                broadcast,
+            } => self.answer_acks(
+                envelope.origin,
+                request,
+                millis(timeout_ms.into()),
+                broadcast,
+            ),
+            Frame::DisconnectSession(session) => match session.parse::<SessionId>() {
+                Ok(session) => {
+                    self.node.disconnect_session(session);
+                }
+                Err(_) => tracing::warn!("realtime adapter: bad session id ignored"),
+            },
+            Frame::AckCount { request, count } => self.route(request, Remote::Count(count)),
+            Frame::AckReply {
+                request,
+                socket_id: _,
+                text,
+                attachments,
+            } => match decode_ack_args(&text, attachments) {
+                Some(args) => self.route(
+                    request,
+                    Remote::Reply(AckReply {
+                        // The answering socket lives elsewhere; see `RedisAdapter`'s limits.
+                        socket_id: SocketId::generate(),
+                        args,
+                    }),
+                ),
+                None => tracing::warn!("realtime adapter: malformed ack reply ignored"),
+            },
+        }
+    }
+
+    /// Delivers another instance's broadcast with acknowledgements to this instance's sockets
+    /// and relays their answers to the origin.
+    fn answer_acks(
+        self: &Arc<Self>,
+        origin: InstanceId,
+        request: u64,
+        timeout: Duration,
+        broadcast: WireBroadcast,
+    ) {
+        let ack_id = REMOTE_ACK_BASE + self.next_remote_ack.fetch_add(1, Ordering::Relaxed);
+        let text = std::str::from_utf8(&broadcast.text)
+            .ok()
+            .and_then(|text| wire::replace_ack_id(text, ack_id));
+        let Some(message) = text.and_then(|text| into_message(broadcast, Some(text))) else {
+            tracing::warn!("realtime adapter: ack broadcast without an ack id ignored");
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let expected = self.node.deliver_with_ack(&message, ack_id, timeout, &tx);
+        drop(tx);
+        let inner = self.clone();
+        let deadline = Instant::now() + timeout;
+        tokio::spawn(async move {
+            let channel = instance_channel(&inner.config.channel_prefix, &origin);
+            let count = u32::try_from(expected).unwrap_or(u32::MAX);
+            let payload = wire::encode_ack_count(&inner.id, request, count);
+            if let Err(error) = inner.publish(&channel, &payload).await {
+                tracing::warn!(%error, "realtime adapter: ack count not sent");
+            }
+            for _ in 0..expected {
+                let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                    break;
+                };
+                let Ok(encoded) = Packet::ack(MAIN_NAMESPACE, 0, reply.args).encode_with(&RELAYED)
+                else {
+                    continue;
+                };
+                let payload = wire::encode_ack_reply(
+                    &inner.id,
+                    request,
+                    reply.socket_id.as_str(),
+                    encoded.socketio_text().as_bytes(),
+                    encoded.attachments(),
+                );
+                if let Err(error) = inner.publish(&channel, &payload).await {
+                    tracing::warn!(%error, "realtime adapter: ack reply not sent");
+                }
+            }
+        });
+    }
+}
+
+/// A broadcast from another instance as this instance's node delivers it, optionally with a
+/// rewritten text. `except` is dropped: see `RedisAdapter`'s limits.
+fn into_message(broadcast: WireBroadcast, text: Option<String>) -> Option<BroadcastMessage> {
+    let text = match text {
+        Some(text) => ByteString::from(text),
+        None => ByteString::try_from(broadcast.text).ok()?,
+    };
+    Some(BroadcastMessage {
+        namespace: broadcast.namespace,
+        target: broadcast.target,
+        except: None,
+        packet: Arc::new(OutPacket {
+            text,
+            attachments: broadcast.attachments,
+        }),
+    })
+}
+
+fn decode_ack_args(text: &[u8], attachments: Vec<Bytes>) -> Option<Vec<Value>> {
+    let mut decoder = socketio::Decoder::new(RELAYED);
+    let mut packet = decoder.feed_text(std::str::from_utf8(text).ok()?).ok()?;
+    for attachment in attachments {
+        packet = decoder.feed_binary(attachment).ok()?;
+    }
+    match packet?.kind {
+        PacketKind::Ack { args, .. } => Some(args),
+        _ => None,
+    }
+}
+
+/// Removes an ack request when its collection ends, however it ends.
+struct RequestGuard<'a> {
+    inner: &'a Inner,
+    request: u64,
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.forget(self.request);
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn broadcast(&self, message: BroadcastMessage) -> BoxFuture<'_, Result<(), AdapterError>> {
+        self.inner.node.deliver(&message);
+        let payload = wire::encode_broadcast(&self.inner.id, broadcast_ref(&message));
+        drop(message);
+        Box::pin(async move {
+            self.inner
+                .publish(&self.inner.broadcast_channel, &payload)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn broadcast_with_ack(
+        &self,
+        message: BroadcastMessage,
+        ack_id: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<AckReplies, AdapterError>> {
+        Box::pin(async move {
+            let inner = &*self.inner;
+            let request = inner.next_request.fetch_add(1, Ordering::Relaxed);
+            let (remote_tx, mut remote_rx) = mpsc::unbounded_channel();
+            inner
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(request, remote_tx);
+            let _guard = RequestGuard { inner, request };
+            let deadline = Instant::now() + timeout;
+
+            let (local_tx, mut local_rx) = mpsc::unbounded_channel();
+            let local_expected = inner
+                .node
+                .deliver_with_ack(&message, ack_id, timeout, &local_tx);
+            drop(local_tx);
+            let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            let payload =
+                wire::encode_ack_broadcast(&inner.id, request, timeout_ms, broadcast_ref(&message));
+            drop(message);
+            // Every listening instance, this one included, reports how many answers to expect.
+            let instances = inner.publish(&inner.broadcast_channel, &payload).await?;
+
+            let mut replies = Vec::new();
+            let (mut local_replies, mut local_open) = (0, true);
+            let (mut reports, mut remote_expected, mut remote_replies) = (0, 0, 0);
+            loop {
+                let local_done = !local_open || local_replies >= local_expected;
+                if local_done && reports >= instances && remote_replies >= remote_expected {
+                    break;
+                }
+                tokio::select! {
+                    reply = local_rx.recv(), if local_open => match reply {
+                        Some(reply) => {
+                            local_replies += 1;
+                            replies.push(reply);
+                        }
+                        None => local_open = false,
+                    },
+                    remote = remote_rx.recv() => match remote {
+                        Some(Remote::Count(count)) => {
+                            reports += 1;
+                            remote_expected += count as usize;
+                        }
+                        Some(Remote::Reply(reply)) => {
+                            remote_replies += 1;
+                            replies.push(reply);
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            let missing = (local_expected + remote_expected).saturating_sub(replies.len());
+            Ok(AckReplies { replies, missing })
+        })
+    }
+
+    fn disconnect_session(&self, session_id: SessionId) -> BoxFuture<'_, Result<(), AdapterError>> {
+        self.inner.node.disconnect_session(session_id);
+        let payload = wire::encode_disconnect_session(&self.inner.id, &session_id.to_string());
+        Box::pin(async move {
+            self.inner
+                .publish(&self.inner.broadcast_channel, &payload)
+                .await
+                .map(drop)
+        })
+    }
+}
+
+/// The subscriber task: connects, subscribes, listens; after any failure waits (exponential
+/// backoff with jitter) and starts again, until the adapter is dropped.
+async fn subscriber(inner: Arc<Inner>, client: redis::Client, stop: CancellationToken) {
+    let min = millis(inner.config.reconnect_min_ms.max(1));
+    let max = millis(inner.config.reconnect_max_ms).max(min);
+    let mut backoff = min;
+    loop {
+        let connect = tokio::time::timeout(
+            millis(inner.config.connect_timeout_ms),
+            subscribe(&client, &inner),
+        );
+        let connected = tokio::select! {
+            () = stop.cancelled() => return,
+            connected = connect => connected,
+        };
+        match connected {
+            Ok(Ok(pubsub)) => {
+                backoff = min;
+                inner.subscribed();
+                let why = listen(&inner, pubsub, &stop).await;
+                inner.state.send_modify(|state| state.subscribed = false);
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::warn!(why, "realtime adapter lost its Redis subscription");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "realtime adapter cannot subscribe to Redis");
+            }
+            Err(_) => tracing::warn!("realtime adapter: subscribing to Redis timed out"),
+        }
+        // Full jitter on the upper half, so instances do not reconnect in lockstep.
+        let wait = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    inner: &Inner,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub
+        .subscribe(&[inner.broadcast_channel.as_str(), inner.own_channel.as_str()])
+        .await?;
+    Ok(pubsub)
+}
+
+/// Delivers messages until the connection fails or stops answering `PING`; returns why.
+async fn listen(
+    inner: &Arc<Inner>,
+    pubsub: redis::aio::PubSub,
+    stop: &CancellationToken,
+) -> &'static str {
+    let (mut sink, mut stream) = pubsub.split();
+    let period = millis(inner.config.ping_interval_ms.max(1));
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return "stopped",
+            message = stream.next() => match message {
+                Some(message) => inner.handle(message.get_payload_bytes()),
+                None => return "connection closed",
+            },
+            _ = ticker.tick() => {
+                let ping = sink.ping::<redis::Value>();
+                match tokio::time::timeout(millis(inner.config.connect_timeout_ms), ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return "PING failed",
+                    Err(_) => return "PING timed out",
+                }
+            }
+        }
+    }
+}
