@@ -124,18 +124,23 @@ impl RevocationListener for DisconnectRevokedSockets {
     }
 }
 
-/// Every `interval`, re-checks the sessions of this instance's sockets against the registry and
-/// disconnects those that ended (expired, or revoked while the revocation message was lost).
-/// A registry that cannot answer disconnects nobody: an outage is not a revocation.
+/// Every `interval`, and whenever `now` is notified (after the Redis adapter resubscribed),
+/// re-checks the sessions of this instance's sockets against the registry and disconnects those
+/// that ended (expired, or revoked while the revocation message was lost). A registry that
+/// cannot answer disconnects nobody: an outage is not a revocation.
 pub fn spawn_session_check(
     realtime: &keel_realtime::RealtimeServer,
     auth: &Auth,
     interval: std::time::Duration,
+    now: Arc<tokio::sync::Notify>,
     shutdown: &crate::shutdown::Shutdown,
 ) {
-    if interval.is_zero() {
-        return;
-    }
+    // Zero turns the periodic check off; resubscribes still trigger one.
+    let interval = if interval.is_zero() {
+        std::time::Duration::from_secs(u64::from(u32::MAX))
+    } else {
+        interval
+    };
     let node = realtime.node().clone();
     let emitter = realtime.emitter();
     let auth = auth.clone();
@@ -147,6 +152,7 @@ pub fn spawn_session_check(
             tokio::select! {
                 () = token.cancelled() => break,
                 _ = ticks.tick() => {}
+                () = now.notified() => {}
             }
             for session in node.session_ids() {
                 match auth.authenticate_session(session).await {

@@ -12,18 +12,21 @@ use std::sync::Arc;
 
 use actix_web::cookie::Key;
 use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher};
-use keel_domain::{Clock, SystemClock, UserRepository};
+use keel_domain::{Clock, RateLimiter, SystemClock, UserRepository};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
 use keel_session::deadpool_redis::Pool;
 use keel_session::{MemorySessionStore, RedisPoolConfig, RedisSessionStore, SessionStore};
-use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
+use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository, RedisRateLimiter};
 
 use crate::config::{Config, RedisConfig};
 use crate::readiness::RedisCheck;
 use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
-use keel_realtime::RealtimeServer;
+use keel_realtime::{RealtimeServer, RedisAdapter};
+use keel_session::deadpool_redis;
+use secrecy::ExposeSecret;
+use tokio::sync::Notify;
 
 /// The version reported by /health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,6 +62,9 @@ pub enum StartupError {
     /// A quota is unusable.
     #[error("a rate-limit quota is unusable")]
     Quota(#[source] InvalidQuota),
+    /// The Redis URL does not parse (the URL is not repeated: it may hold a password).
+    #[error("redis.url is not a valid Redis URL")]
+    RedisUrl,
     /// The realtime settings are unusable.
     #[error("the realtime settings are unusable")]
     Realtime(#[source] keel_realtime::ConfigError),
@@ -120,29 +126,50 @@ impl Application {
             Arc::clone(&clock),
             config.session.clone(),
         );
-        let limiter = Arc::new(InMemoryRateLimiter::new());
-        spawn_rate_limiter_pruning(&limiter, &shutdown);
+        // With Redis, quotas hold across every instance (the edge falls back to in-process
+        // limits while Redis cannot answer); without it, this process is the only one.
+        let limiter: Arc<dyn RateLimiter> = match &pool {
+            Some(pool) => Arc::new(
+                RedisRateLimiter::new(pool.clone()).with_key_prefix(&config.session.key_prefix),
+            ),
+            None => {
+                let limiter = Arc::new(InMemoryRateLimiter::new());
+                spawn_rate_limiter_pruning(&limiter, &shutdown);
+                limiter
+            }
+        };
         let quotas = Quotas::new(
             &config.rate_limit.quotas,
             config.rate_limit.enabled,
             limiter,
         )
         .map_err(StartupError::Quota)?;
-        let realtime = RealtimeServer::builder(
+        // Asked for after every resubscribe of the Redis adapter: revocations published while
+        // it was not subscribed were lost, so this instance re-checks its sockets' sessions.
+        let recheck_sessions = Arc::new(Notify::new());
+        let mut realtime = RealtimeServer::builder(
             config.realtime.clone(),
             Arc::new(KeelConnectAuth::new(
                 auth.clone(),
                 &config.cors.allowed_origins,
             )),
         )
-        .shutdown_token(&shutdown.token())
-        .build()
-        .map_err(StartupError::Realtime)?;
+        .shutdown_token(&shutdown.token());
+        if let (Some(pool), Some(url)) = (&pool, &config.redis.url) {
+            let subscriber = deadpool_redis::redis::Client::open(url.expose_secret())
+                .map_err(|_| StartupError::RedisUrl)?;
+            let recheck = Arc::clone(&recheck_sessions);
+            let adapter = RedisAdapter::builder(pool.clone(), subscriber)
+                .on_resubscribe(move || recheck.notify_one());
+            realtime = realtime.adapter(adapter.into_factory());
+        }
+        let realtime = realtime.build().map_err(StartupError::Realtime)?;
         auth.add_revocation_listener(DisconnectRevokedSockets::new(realtime.emitter()));
         spawn_session_check(
             &realtime,
             &auth,
             Duration::from_millis(config.realtime.session_check_interval_ms),
+            recheck_sessions,
             &shutdown,
         );
         let services = Services {

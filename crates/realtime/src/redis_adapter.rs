@@ -22,8 +22,7 @@
 //! application hears of every resubscribe ([`RedisAdapterBuilder::on_resubscribe`],
 //! [`RedisAdapter::subscription`]) and should then re-check its sockets' sessions.
 //!
-//! Not (yet) done: per-room (sharded) channels, presence across instances, and remote replies
-//! and `except` by socket id (see [`RedisAdapter`]).
+//! Not (yet) done: per-room (sharded) channels and a cross-instance list of room members.
 
 mod wire;
 
@@ -191,12 +190,6 @@ impl RedisAdapterBuilder {
 /// subscription.wait_for(|state| state.subscribed).await?;
 /// # Ok(()) }
 /// ```
-///
-/// Limits of this version: replies to [`crate::Broadcast::emit_with_ack`] from sockets on other
-/// instances carry a placeholder [`SocketId`] (their arguments and count are right), and
-/// [`crate::Broadcast::except`] leaves a socket out only on the instance that sends (where a
-/// socket's own `to_room` broadcasts come from): both need a crate-private way to make a
-/// `SocketId` from its text.
 pub struct RedisAdapter {
     inner: Arc<Inner>,
     stop: CancellationToken,
@@ -387,15 +380,14 @@ impl Inner {
             Frame::AckCount { request, count } => self.route(request, Remote::Count(count)),
             Frame::AckReply {
                 request,
-                socket_id: _,
+                socket_id,
                 text,
                 attachments,
             } => match decode_ack_args(&text, attachments) {
                 Some(args) => self.route(
                     request,
                     Remote::Reply(AckReply {
-                        // The answering socket lives elsewhere; see `RedisAdapter`'s limits.
-                        socket_id: SocketId::generate(),
+                        socket_id: SocketId::from_wire(&socket_id),
                         args,
                     }),
                 ),
@@ -457,7 +449,7 @@ impl Inner {
 }
 
 /// A broadcast from another instance as this instance's node delivers it, optionally with a
-/// rewritten text. `except` is dropped: see `RedisAdapter`'s limits.
+/// rewritten text.
 fn into_message(broadcast: WireBroadcast, text: Option<String>) -> Option<BroadcastMessage> {
     let text = match text {
         Some(text) => ByteString::from(text),
@@ -466,7 +458,7 @@ fn into_message(broadcast: WireBroadcast, text: Option<String>) -> Option<Broadc
     Some(BroadcastMessage {
         namespace: broadcast.namespace,
         target: broadcast.target,
-        except: None,
+        except: broadcast.except.as_deref().map(SocketId::from_wire),
         packet: Arc::new(OutPacket {
             text,
             attachments: broadcast.attachments,

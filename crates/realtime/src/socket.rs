@@ -37,6 +37,11 @@ impl SocketId {
         Self(random_id().into())
     }
 
+    /// The id of a socket on another instance, as an adapter received it.
+    pub(crate) fn from_wire(id: &str) -> Self {
+        Self(id.into())
+    }
+
     /// The id as text, as the client sees it in `socket.id`.
     pub fn as_str(&self) -> &str {
         &self.0
