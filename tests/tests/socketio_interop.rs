@@ -213,7 +213,11 @@ mod echo {
         echo.restart().await;
         let result = client.finish().await.ok();
         assert_eq!(result["connects"], 2, "{result}");
-        assert_eq!(result["disconnectReason"], "transport close", "{result}");
+        // A killed server is "transport close" on a WebSocket and "transport error" on a poll
+        // that fails; with default options the kill may land before the upgrade. Either way
+        // it is not "io server disconnect", which would stop the client from reconnecting.
+        let reason = result["disconnectReason"].as_str().unwrap_or_default();
+        assert!(matches!(reason, "transport close" | "transport error"), "{result}");
         assert_eq!(result["secondAuth"], json!({"token": "abc"}), "{result}");
         assert_ne!(result["firstId"], result["secondId"], "{result}");
     }
