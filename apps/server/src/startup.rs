@@ -17,7 +17,9 @@ use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
 use keel_session::deadpool_redis::Pool;
 use keel_session::{MemorySessionStore, RedisPoolConfig, RedisSessionStore, SessionStore};
-use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository, RedisRateLimiter};
+use keel_storage::{
+    InMemoryRateLimiter, InMemoryUserRepository, RedisRateLimiter, RedisUserRepository,
+};
 
 use crate::config::{Config, RedisConfig};
 use crate::readiness::RedisCheck;
@@ -111,7 +113,13 @@ impl Application {
             VERSION,
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let users: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
+        // With Redis, accounts are shared by every instance (Redis must persist them: AOF).
+        let users: Arc<dyn UserRepository> = match &pool {
+            Some(pool) => Arc::new(
+                RedisUserRepository::new(pool.clone()).with_key_prefix(&config.session.key_prefix),
+            ),
+            None => Arc::new(InMemoryUserRepository::new()),
+        };
         let hasher = PasswordHasher::new(&config.auth.password_hashing);
         let sessions: Arc<dyn SessionStore> = match &pool {
             Some(pool) => Arc::new(RedisSessionStore::new(pool.clone(), config.session.clone())),

@@ -6,26 +6,39 @@
 //! it. Build an [`HttpApp`] once at start-up and call [`HttpApp::app`] in each worker:
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use std::sync::Arc;
-//! use keel_auth::{Accounts, PasswordHasher, PasswordHashingConfig};
-//! use keel_domain::SystemClock;
-//! use keel_http_adapter::{CorsConfig, HttpApp, HttpConfig, RateLimitConfig, Readiness, Services};
-//! use keel_storage::InMemoryUserRepository;
+//! use std::time::Duration;
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! use actix_web::cookie::Key;
+//! use keel_auth::{Accounts, Auth, JwtConfig, KeyRing, PasswordHasher, PasswordHashingConfig};
+//! use keel_domain::{Clock, SystemClock, UserRepository};
+//! use keel_http_adapter::{
+//!     CorsConfig, HttpApp, HttpConfig, QuotaConfig, Quotas, RateLimitConfig, Readiness, Services,
+//! };
+//! use keel_session::actix::SessionCookieConfig;
+//! use keel_session::{MemorySessionStore, SessionConfig};
+//! use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let users: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
+//! let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+//! let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
+//! let sessions = Arc::new(MemorySessionStore::new(SessionConfig::default()));
+//! let keys = KeyRing::generate_ephemeral(&JwtConfig::default())?;
+//! let auth = Auth::new(users.clone(), hasher.clone(), sessions, keys, clock.clone(),
+//!                      SessionConfig::default());
 //! let services = Services {
-//!     readiness: Readiness::new(Vec::new(), Duration::from_secs(2), "1.0.0"),
-//!     accounts: Accounts::new(
-//!         Arc::new(InMemoryUserRepository::new()),
-//!         PasswordHasher::new(&PasswordHashingConfig::default()),
-//!         Arc::new(SystemClock),
-//!     ),
+//!     readiness: Readiness::new(Vec::new(), Duration::from_secs(1), "1.0.0"),
+//!     accounts: Accounts::new(users, hasher, clock),
+//!     auth,
+//!     quotas: Quotas::new(&QuotaConfig::default(), true, Arc::new(InMemoryRateLimiter::new()))?,
+//!     cookie: (SessionCookieConfig { secure: false, name: None }, Key::generate()),
+//!     realtime: None,
 //! };
 //! let http = HttpApp::new(&HttpConfig::default(), &CorsConfig::default(),
-//!                         &RateLimitConfig::default(), services);
-//! actix_web::HttpServer::new(move || http.app()).bind("127.0.0.1:0")?.run().await
-//! # }
+//!                         &RateLimitConfig::default(), services)?;
+//! actix_web::HttpServer::new(move || http.app()).bind("127.0.0.1:0")?.run().await?;
+//! # Ok(()) }
 //! ```
 
 mod app;

@@ -1,0 +1,359 @@
+//! User store on Redis: accounts shared by every Keel instance on one Redis.
+//!
+//! See [`RedisUserRepository`] for the key layout, durability and failure behaviour.
+
+use std::fmt;
+
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{AsyncCommands, Script};
+use keel_domain::{
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{OffsetDateTime, UtcOffset};
+
+/// A [`UserRepository`] on Redis, so that a user registered through one Keel instance can log
+/// in through any other instance on the same Redis.
+///
+/// # Keys
+///
+/// With the default prefix `keel:` (see [`with_key_prefix`](Self::with_key_prefix)):
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `keel:user:{id}` | string | the account as JSON (see below) |
+/// | `keel:user-email:{sha256}` | string | the id of the account with that email |
+///
+/// `{sha256}` is the SHA-256, in lowercase hex, of the email's canonical (lowercased) form:
+/// key names stay bounded (an address may have 254 characters) and free of personal data, and
+/// addresses that differ only in case share one key. The account JSON is
+/// `{"id", "email", "displayName", "createdAt", "passwordHash"}`, with the email as the user
+/// gave it and `createdAt` an RFC 3339 UTC timestamp to the nanosecond, so a record reads back
+/// exactly as it was inserted. The session store's `keel:user:{id}:sessions` lives beside
+/// `keel:user:{id}` without clashing.
+///
+/// [`insert`](UserRepository::insert) is one Lua script (atomic on the server): it refuses the
+/// account with [`RepositoryError::EmailTaken`] when the email key exists, else with
+/// [`RepositoryError::IdTaken`] when the id key exists, else writes both keys. Of any number of
+/// concurrent registrations of one address, on any number of instances, exactly one succeeds.
+/// The script touches two keys of unrelated hash slots, so the store needs a standalone Redis
+/// (with replicas if wanted), not Redis Cluster.
+///
+/// # Durability
+///
+/// Accounts are durable: the keys have **no TTL**. Redis is then the only copy of every
+/// account, so in production it must be configured to persist (`appendonly yes`, AOF, ideally
+/// with `appendfsync everysec` or stricter, and backups of the files); with persistence off,
+/// every account is lost when Redis restarts. It must also not evict these keys: use
+/// `maxmemory-policy noeviction` (or a `volatile-*` policy, which only evicts keys with a TTL),
+/// never an `allkeys-*` one.
+///
+/// # Failures
+///
+/// Any pool or Redis error (Redis down, a timeout, an unexpected reply) is
+/// [`RepositoryError::Unavailable`], and so is a stored value that does not decode (its cause
+/// says why), for callers to fail closed. Nothing here adds a timeout of its own: build the pool
+/// with wait, connect and response timeouts (as `keel_session::redis_pool` does), or a hung
+/// Redis hangs the caller.
+pub struct RedisUserRepository {
+    pool: Pool,
+    prefix: String,
+    insert: Script,
+}
+
+impl RedisUserRepository {
+    /// The key prefix unless [`with_key_prefix`](Self::with_key_prefix) sets another, the same
+    /// as the session store's and the rate limiter's default.
+    pub const DEFAULT_KEY_PREFIX: &'static str = "keel:";
+
+    /// A store on `pool` (shared with the rest of the app, built with timeouts), with keys
+    /// under [`DEFAULT_KEY_PREFIX`](Self::DEFAULT_KEY_PREFIX). Does not touch Redis.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            insert: Script::new(INSERT),
+        }
+    }
+
+    /// Puts the keys under `prefix` instead, for instance to keep apps that share one Redis
+    /// apart. Every instance that should share users must use the same prefix.
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The key prefix in use.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The Redis key holding the account `id`, such as
+    /// `keel:user:0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a`.
+    pub fn user_key(&self, id: UserId) -> String {
+        format!("{}user:{id}", self.prefix)
+    }
+
+    /// The Redis key holding the id of the account with `email` (compared canonically), such as
+    /// `keel:user-email:5f3c…` (64 hex digits).
+    pub fn email_key(&self, email: &Email) -> String {
+        let digest = Sha256::digest(email.canonical().as_bytes());
+        let mut key = String::with_capacity(self.prefix.len() + 11 + 2 * digest.len());
+        key.push_str(&self.prefix);
+        key.push_str("user-email:");
+        for byte in digest {
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        key
+    }
+
+    async fn connection(&self) -> Result<deadpool_redis::Connection, RepositoryError> {
+        self.pool.get().await.map_err(RepositoryError::unavailable)
+    }
+
+    async fn insert_now(&self, record: UserRecord) -> Result<(), RepositoryError> {
+        let json = encode(&record)?;
+        let email_key = self.email_key(&record.user.email);
+        let user_key = self.user_key(record.user.id);
+        let mut conn = self.connection().await?;
+        let code: i64 = self
+            .insert
+            .key(email_key)
+            .key(user_key)
+            .arg(record.user.id.to_string())
+            .arg(json)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        match code {
+            0 => Ok(()),
+            1 => Err(RepositoryError::EmailTaken),
+            2 => Err(RepositoryError::IdTaken),
+            other => Err(RepositoryError::unavailable(format!(
+                "unexpected reply {other} from the Redis user insert script"
+            ))),
+        }
+    }
+
+    async fn find_by_id_now(&self, id: UserId) -> Result<Option<UserRecord>, RepositoryError> {
+        let mut conn = self.connection().await?;
+        let raw: Option<String> = conn
+            .get(self.user_key(id))
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        let Some(raw) = raw else { return Ok(None) };
+        let record = decode(&raw)?;
+        if record.user.id != id {
+            return Err(RepositoryError::unavailable(format!(
+                "the account stored under id {id} has id {}",
+                record.user.id
+            )));
+        }
+        Ok(Some(record))
+    }
+
+    async fn find_by_email_now(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        let mut conn = self.connection().await?;
+        let raw_id: Option<String> = conn
+            .get(self.email_key(email))
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        let Some(raw_id) = raw_id else {
+            return Ok(None);
+        };
+        let id: UserId = raw_id.parse().map_err(|_| {
+            RepositoryError::unavailable("the email index holds something other than a user id")
+        })?;
+        // No delete exists, and insert writes both keys at once, so the id is there by now.
+        // Reading it on the same connection keeps the two reads in order.
+        let raw: Option<String> = conn
+            .get(self.user_key(id))
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        let Some(raw) = raw else {
+            return Err(RepositoryError::unavailable(format!(
+                "the email index points to account {id}, which does not exist \
+                 (was the key evicted or deleted by hand?)"
+            )));
+        };
+        let record = decode(&raw)?;
+        if record.user.id != id || record.user.email != *email {
+            return Err(RepositoryError::unavailable(format!(
+                "the email index points to account {id}, which has another id or email"
+            )));
+        }
+        Ok(Some(record))
+    }
+}
+
+impl UserRepository for RedisUserRepository {
+    fn insert(&self, record: UserRecord) -> BoxFuture<'_, Result<(), RepositoryError>> {
+        Box::pin(self.insert_now(record))
+    }
+
+    fn find_by_email(
+        &self,
+        email: &Email,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        let email = email.clone();
+        Box::pin(async move { self.find_by_email_now(&email).await })
+    }
+
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(self.find_by_id_now(id))
+    }
+}
+
+impl fmt::Debug for RedisUserRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUserRepository")
+            .field("key_prefix", &self.prefix)
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// An account as stored in Redis. Private, so `UserRecord` itself never becomes `Serialize`
+/// (it must not reach a response or a log with its hash).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredUser {
+    id: UserId,
+    /// As the user gave it; the canonical form is derived again when read.
+    email: Email,
+    display_name: DisplayName,
+    /// RFC 3339 in UTC with nanoseconds, so the instant reads back exactly.
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    password_hash: String,
+}
+
+fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
+    let user = &record.user;
+    let stored = StoredUser {
+        id: user.id,
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        created_at: user.created_at.to_offset(UtcOffset::UTC),
+        password_hash: record.password_hash.clone(),
+    };
+    // Fails only for a `created_at` outside the years 0 to 9999, which RFC 3339 cannot write.
+    serde_json::to_string(&stored)
+        .map_err(|err| RepositoryError::unavailable(format!("cannot encode the account: {err}")))
+}
+
+fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
+    let stored: StoredUser = serde_json::from_str(raw).map_err(|err| {
+        RepositoryError::unavailable(format!("a stored account is not valid: {err}"))
+    })?;
+    Ok(UserRecord {
+        user: User {
+            id: stored.id,
+            email: stored.email,
+            display_name: stored.display_name,
+            created_at: stored.created_at,
+        },
+        password_hash: stored.password_hash,
+    })
+}
+
+/// KEYS[1]: the email index key, KEYS[2]: the account key. ARGV[1]: the id, ARGV[2]: the
+/// account JSON. Returns 0 when stored, 1 when the email is taken, 2 when the id is taken.
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+return 0
+";
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn record() -> UserRecord {
+        UserRecord {
+            user: User {
+                id: "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a".parse().unwrap(),
+                email: Email::parse("Ada@Example.com").unwrap(),
+                display_name: DisplayName::parse("Ada Lovelace ✨").unwrap(),
+                created_at: datetime!(2025-01-02 03:04:05.123456789 +02:00),
+            },
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_record_is_stored_in_a_readable_shape_and_decodes_exactly() {
+        let record = record();
+        let json = encode(&record).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!({
+                "id": "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a",
+                "email": "Ada@Example.com",
+                "displayName": "Ada Lovelace ✨",
+                "createdAt": "2025-01-02T01:04:05.123456789Z",
+                "passwordHash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            })
+        );
+        let decoded = decode(&json).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.user.email.as_str(), "Ada@Example.com");
+        assert_eq!(decoded.user.created_at, record.user.created_at);
+    }
+
+    #[test]
+    fn undecodable_values_are_unavailable_with_a_cause() {
+        for raw in [
+            "",
+            "not json",
+            "{}",
+            r#"{"id":"x","email":"a@b","displayName":"a","createdAt":"2025-01-01T00:00:00Z","passwordHash":"h"}"#,
+            r#"{"id":"0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a","email":"no at","displayName":"a","createdAt":"2025-01-01T00:00:00Z","passwordHash":"h"}"#,
+        ] {
+            let err = decode(raw).unwrap_err();
+            assert!(matches!(err, RepositoryError::Unavailable(_)), "{raw:?}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains("not valid"), "{cause}");
+        }
+    }
+
+    #[test]
+    fn email_keys_are_canonical_hashed_and_bounded() {
+        let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1/")
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        let repo = RedisUserRepository::new(pool).with_key_prefix("app:");
+        let upper = repo.email_key(&Email::parse("ADA@Example.COM").unwrap());
+        let lower = repo.email_key(&Email::parse("ada@example.com").unwrap());
+        assert_eq!(upper, lower);
+        assert_eq!(upper.len(), "app:user-email:".len() + 64);
+        assert!(upper.starts_with("app:user-email:"));
+        assert!(!upper.contains("ada"));
+        assert_ne!(
+            lower,
+            repo.email_key(&Email::parse("bob@example.com").unwrap())
+        );
+        let id: UserId = "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a".parse().unwrap();
+        assert_eq!(
+            repo.user_key(id),
+            "app:user:0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a"
+        );
+    }
+}
