@@ -217,7 +217,10 @@ mod echo {
         // that fails; with default options the kill may land before the upgrade. Either way
         // it is not "io server disconnect", which would stop the client from reconnecting.
         let reason = result["disconnectReason"].as_str().unwrap_or_default();
-        assert!(matches!(reason, "transport close" | "transport error"), "{result}");
+        assert!(
+            matches!(reason, "transport close" | "transport error"),
+            "{result}"
+        );
         assert_eq!(result["secondAuth"], json!({"token": "abc"}), "{result}");
         assert_ne!(result["firstId"], result["secondId"], "{result}");
     }
