@@ -141,8 +141,9 @@ async fn a_stopped_redis_fails_closed_and_an_empty_restart_ends_old_sessions_onl
     expect_unavailable(request, "POST /login").await;
     assert_unready_but_live(&app).await;
 
-    // Redis comes back empty (no persistence): Keel reconnects by itself; the sessions it held
-    // are gone, so their credentials are refused, and new logins work.
+    // Redis comes back empty (no persistence): Keel reconnects by itself; the sessions (and,
+    // since accounts live in Redis too, the accounts) it held are gone, so their credentials
+    // are refused, and new accounts and logins work.
     redis.restart();
     wait_ready(&app).await;
     expect_401(me(&app, &ada.access).await, "old access token").await;
@@ -150,7 +151,13 @@ async fn a_stopped_redis_fails_closed_and_an_empty_restart_ends_old_sessions_onl
     let cookie = send(with_cookie(&app, Method::GET, ME, &ada.cookie)).await;
     expect_401(cookie, "old cookie").await;
 
-    let again = login(&app, &email("ada")).await;
+    let gone = login_raw(&app, &email("ada"), PASSWORD).await;
+    assert_eq!(
+        gone.status(),
+        StatusCode::UNAUTHORIZED,
+        "the account went with Redis"
+    );
+    let again = signup(&app, &email("ada")).await;
     assert_eq!(me_status(&app, &again.access).await, StatusCode::OK);
     let refreshed = refresh(&app, &again.refresh).await;
     assert_eq!(refreshed.status(), StatusCode::OK);
@@ -215,7 +222,12 @@ async fn keel_started_while_redis_is_down_serves_logins_once_it_comes() {
     let mut redis = RedisServer::start();
     redis.stop();
     let app = app_on(&redis).await;
-    register(&app, &email("ada")).await;
+    // Accounts live in Redis: neither registering nor logging in can work yet, and both say
+    // so with a 503 rather than a 4xx that would blame the client.
+    let request = app.client.post(app.url(REGISTER)).json(
+        &serde_json::json!({"email": email("ada"), "password": PASSWORD, "displayName": "Ada"}),
+    );
+    expect_unavailable(request, "POST /register with Redis down").await;
     let request = app
         .client
         .post(app.url(LOGIN))
@@ -225,6 +237,6 @@ async fn keel_started_while_redis_is_down_serves_logins_once_it_comes() {
 
     redis.restart();
     wait_ready(&app).await;
-    let ada = login(&app, &email("ada")).await;
+    let ada = signup(&app, &email("ada")).await;
     assert_eq!(me_status(&app, &ada.access).await, StatusCode::OK);
 }
