@@ -146,9 +146,11 @@ impl HttpApp {
             .default_service(web::to(not_found))
             .wrap(inner.edge.clone());
         let (cookie_config, cookie_key) = &inner.cookie;
-        // Runs once per worker at start-up; `HttpApp::new` validated the same configuration.
-        let sessions = session_middleware(cookie_config, cookie_key.clone())
-            .expect("the cookie configuration was validated by HttpApp::new");
+        // Runs at each worker's start-up; `HttpApp::new` validated the same configuration.
+        let session_cookies = || {
+            session_middleware(cookie_config, cookie_key.clone())
+                .expect("the cookie configuration was validated by HttpApp::new")
+        };
         let api = web::scope("/api/v1")
             .service(post("/auth/register", routes::auth::register))
             .service(post("/auth/login", routes::auth::login))
@@ -163,7 +165,7 @@ impl HttpApp {
                     .default_service(web::to(|| async { method_not_allowed("DELETE") })),
             )
             .default_service(web::to(not_found))
-            .wrap(sessions);
+            .wrap(session_cookies());
         let app = match &inner.realtime {
             // The session middleware lets the socket handshake read the session cookie. Not
             // behind the flood guard: realtime throttles connections itself, and long-polling
@@ -171,10 +173,7 @@ impl HttpApp {
             Some(realtime) => app.service(
                 web::scope(keel_realtime::PATH.trim_end_matches('/'))
                     .service(realtime_resource(realtime))
-                    .wrap(
-                        session_middleware(cookie_config, cookie_key.clone())
-                            .expect("the cookie configuration was validated by HttpApp::new"),
-                    ),
+                    .wrap(session_cookies()),
             ),
             None => app,
         };

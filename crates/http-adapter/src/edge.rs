@@ -141,11 +141,17 @@ where
                 headers.insert(X_REQUEST_ID, request_id.header_value().clone());
                 response
             };
+            let access = AccessEvent {
+                method: &method,
+                request_id: &request_id,
+                client_ip,
+                started,
+            };
             match outcome {
                 Ok(Ok(response)) => {
                     let (request, response) = response.into_parts();
                     let response = ServiceResponse::new(request, finish(response));
-                    log_access(&response, &method, &request_id, client_ip, started);
+                    access.served(&response);
                     Ok(response)
                 }
                 // An inner middleware failed, or a handler panicked (the panic hook has logged
@@ -160,7 +166,7 @@ where
                         }
                     };
                     let response = finish(response);
-                    log_failure(&response, &method, &request_id, client_ip, started);
+                    access.failed(&response);
                     Err(InternalError::from_response(cause, response).into())
                 }
             }
@@ -195,47 +201,44 @@ fn into_problem(original: HttpResponse) -> HttpResponse {
     problem
 }
 
-fn log_failure(
-    response: &HttpResponse,
-    method: &actix_web::http::Method,
-    request_id: &RequestId,
+/// The one access event of a request.
+struct AccessEvent<'a> {
+    method: &'a actix_web::http::Method,
+    request_id: &'a RequestId,
     client_ip: IpAddr,
     started: Instant,
-) {
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tracing::info!(
-        target: "keel::access",
-        method = %method,
-        route = "<unknown>",
-        status = response.status().as_u16(),
-        latency_us,
-        request_id = %request_id,
-        client_ip = %client_ip,
-        "request"
-    );
 }
 
-fn log_access(
-    response: &ServiceResponse<BoxBody>,
-    method: &actix_web::http::Method,
-    request_id: &RequestId,
-    client_ip: IpAddr,
-    started: Instant,
-) {
-    let request = response.request();
-    let route = request.match_pattern();
-    let user_id = request.extensions().get::<UserId>().copied();
-    let status = response.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tracing::info!(
-        target: "keel::access",
-        method = %method,
-        route = route.as_deref().unwrap_or("<unmatched>"),
-        status,
-        latency_us,
-        request_id = %request_id,
-        user_id = user_id.as_ref().map(tracing::field::display),
-        client_ip = %client_ip,
-        "request"
-    );
+impl AccessEvent<'_> {
+    /// Logs a response that went through routing: its route pattern and the user, when known.
+    fn served(&self, response: &ServiceResponse<BoxBody>) {
+        let request = response.request();
+        let route = request.match_pattern();
+        let user_id = request.extensions().get::<UserId>().copied();
+        self.log(
+            response.status().as_u16(),
+            route.as_deref().unwrap_or("<unmatched>"),
+            user_id,
+        );
+    }
+
+    /// Logs a response made for a failure whose request was lost with the inner service.
+    fn failed(&self, response: &HttpResponse) {
+        self.log(response.status().as_u16(), "<unknown>", None);
+    }
+
+    fn log(&self, status: u16, route: &str, user_id: Option<UserId>) {
+        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: "keel::access",
+            method = %self.method,
+            route,
+            status,
+            latency_us,
+            request_id = %self.request_id,
+            user_id = user_id.as_ref().map(tracing::field::display),
+            client_ip = %self.client_ip,
+            "request"
+        );
+    }
 }
