@@ -1,0 +1,3 @@
+//! Socket.IO load generator (work in progress).
+
+fn main() {}

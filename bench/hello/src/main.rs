@@ -1,0 +1,3 @@
+//! Bare actix-web hello-world (work in progress).
+
+fn main() {}
