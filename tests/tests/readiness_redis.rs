@@ -1,5 +1,6 @@
-//! Readiness follows Redis: ready while it answers, 503 (within the check timeout) while it does
-//! not, ready again when it returns, with no restart of Keel. Liveness never depends on it.
+//! Readiness follows Redis: ready while it answers and the realtime adapter holds its
+//! subscription, 503 (within the check timeout) while it does not, ready again when it returns,
+//! with no restart of Keel. Liveness never depends on it.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -31,6 +32,7 @@ async fn readiness_tracks_redis_and_recovers_by_itself() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "ok");
     assert!(body["checks"]["redis"]["latencyMs"].is_u64());
+    assert_eq!(body["checks"]["realtime"]["status"], "ok", "{body}");
 
     redis.stop();
     let asked = Instant::now();
@@ -42,6 +44,15 @@ async fn readiness_tracks_redis_and_recovers_by_itself() {
         asked.elapsed() < Duration::from_secs(3),
         "answered within the check timeout"
     );
+    // The adapter notices the closed subscription by itself; readiness then names it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&app).await.1["checks"]["realtime"]["status"] != "unavailable" {
+        assert!(
+            Instant::now() < deadline,
+            "the lost subscription never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
 
     redis.restart();
@@ -49,6 +60,7 @@ async fn readiness_tracks_redis_and_recovers_by_itself() {
     loop {
         let (status, body) = ready(&app).await;
         if status == StatusCode::OK {
+            assert_eq!(body["checks"]["realtime"]["status"], "ok", "{body}");
             break;
         }
         assert!(

@@ -2,7 +2,9 @@
 
 use deadpool_redis::Pool;
 use keel_http_adapter::{CheckFuture, ReadinessCheck};
+use keel_realtime::SubscriptionState;
 use keel_session::deadpool_redis;
+use tokio::sync::watch;
 
 /// Redis answers PING through the shared pool (so a pool that cannot hand out a connection
 /// counts as down, which is what requests would see).
@@ -35,6 +37,39 @@ impl ReadinessCheck for RedisCheck {
             } else {
                 Err(format!("unexpected answer `{answer}`"))
             }
+        })
+    }
+}
+
+/// The realtime adapter holds its Redis subscription: without it, broadcasts, emits and
+/// revocations from other instances would not reach this instance's sockets.
+///
+/// Waits for the subscription (bounded by the readiness timeout) instead of failing at once, so
+/// an instance asked right after start-up answers "ready" as soon as it has subscribed.
+pub struct SubscriptionCheck {
+    subscription: watch::Receiver<SubscriptionState>,
+}
+
+impl SubscriptionCheck {
+    /// A check over the adapter's subscription state.
+    pub fn new(subscription: watch::Receiver<SubscriptionState>) -> Self {
+        Self { subscription }
+    }
+}
+
+impl ReadinessCheck for SubscriptionCheck {
+    fn name(&self) -> &'static str {
+        "realtime"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let mut subscription = self.subscription.clone();
+        Box::pin(async move {
+            subscription
+                .wait_for(|state| state.subscribed)
+                .await
+                .map(drop)
+                .map_err(|_| "the realtime adapter has stopped".to_owned())
         })
     }
 }

@@ -22,7 +22,7 @@ use keel_storage::{
 };
 
 use crate::config::{Config, RedisConfig};
-use crate::readiness::RedisCheck;
+use crate::readiness::{RedisCheck, SubscriptionCheck};
 use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
 use keel_realtime::{RealtimeServer, RedisAdapter};
@@ -104,8 +104,19 @@ impl Application {
         let shutdown = Shutdown::new();
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = Vec::new();
         let pool = redis_pool(&config.redis)?;
-        if let Some(pool) = &pool {
+        // Asked for after every resubscribe of the Redis adapter: revocations published while
+        // it was not subscribed were lost, so this instance re-checks its sockets' sessions.
+        let recheck_sessions = Arc::new(Notify::new());
+        let mut adapter = None;
+        if let (Some(pool), Some(url)) = (&pool, &config.redis.url) {
             checks.push(Arc::new(RedisCheck::new(pool.clone())));
+            let subscriber = deadpool_redis::redis::Client::open(url.expose_secret())
+                .map_err(|_| StartupError::RedisUrl)?;
+            let recheck = Arc::clone(&recheck_sessions);
+            let builder = RedisAdapter::builder(pool.clone(), subscriber)
+                .on_resubscribe(move || recheck.notify_one());
+            checks.push(Arc::new(SubscriptionCheck::new(builder.subscription())));
+            adapter = Some(builder);
         }
         let readiness = Readiness::new(
             checks,
@@ -152,9 +163,6 @@ impl Application {
             limiter,
         )
         .map_err(StartupError::Quota)?;
-        // Asked for after every resubscribe of the Redis adapter: revocations published while
-        // it was not subscribed were lost, so this instance re-checks its sockets' sessions.
-        let recheck_sessions = Arc::new(Notify::new());
         let mut realtime = RealtimeServer::builder(
             config.realtime.clone(),
             Arc::new(KeelConnectAuth::new(
@@ -163,12 +171,7 @@ impl Application {
             )),
         )
         .shutdown_token(&shutdown.token());
-        if let (Some(pool), Some(url)) = (&pool, &config.redis.url) {
-            let subscriber = deadpool_redis::redis::Client::open(url.expose_secret())
-                .map_err(|_| StartupError::RedisUrl)?;
-            let recheck = Arc::clone(&recheck_sessions);
-            let adapter = RedisAdapter::builder(pool.clone(), subscriber)
-                .on_resubscribe(move || recheck.notify_one());
+        if let Some(adapter) = adapter {
             realtime = realtime.adapter(adapter.into_factory());
         }
         let realtime = realtime.build().map_err(StartupError::Realtime)?;
