@@ -1,17 +1,20 @@
 //! The cross-instance part of broadcasting, behind the [`Adapter`] trait.
 //!
 //! Server code broadcasts through an adapter; the adapter delivers to this instance's
-//! [`LocalNode`] and, in a multi-instance deployment, to the other instances (Redis pub/sub,
-//! later). [`LocalAdapter`] is the single-instance implementation.
+//! [`LocalNode`] and, in a multi-instance deployment, to the other instances
+//! ([`crate::RedisAdapter`]). [`LocalAdapter`] is the single-instance implementation.
+//!
+//! The adapter also owns presence: who is in which room over every instance
+//! ([`Adapter::room_members`]), kept current by [`Adapter::presence`] changes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_domain::{BoxFuture, SessionId};
+use keel_domain::{BoxFuture, SessionId, UserId};
 use tokio::sync::mpsc;
 
-use crate::error::AdapterError;
+use crate::error::{AdapterError, CodecError};
 use crate::node::LocalNode;
 use crate::socket::{OutPacket, SocketId};
 use crate::socketio::Value;
@@ -74,6 +77,44 @@ pub struct AckReplies {
     pub missing: usize,
 }
 
+/// A socket joined or left a room: what [`Adapter::presence`] records and announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The socket's namespace.
+    pub namespace: String,
+    /// The room (never a `user:` or `session:` room).
+    pub room: String,
+    /// The socket that joined or left.
+    pub socket_id: SocketId,
+    /// The socket's user.
+    pub user_id: UserId,
+    /// `true` for joined, `false` for left.
+    pub joined: bool,
+}
+
+impl PresenceChange {
+    /// The `presence` event (`{"room","userId","state":"joined"|"left"}`) for the room's other
+    /// members, encoded once.
+    ///
+    /// # Errors
+    /// [`CodecError`] for a namespace that cannot be encoded (none the server accepted).
+    pub fn to_message(&self) -> Result<BroadcastMessage, CodecError> {
+        let state = if self.joined { "joined" } else { "left" };
+        let payload = serde_json::json!({
+            "room": self.room,
+            "userId": self.user_id.to_string(),
+            "state": state,
+        });
+        let encoded = crate::socketio::encode_event(&self.namespace, "presence", &payload, None)?;
+        Ok(BroadcastMessage {
+            namespace: self.namespace.clone(),
+            target: Target::room(self.room.clone()),
+            except: Some(self.socket_id.clone()),
+            packet: Arc::new(encoded.into()),
+        })
+    }
+}
+
 /// Delivers broadcasts and session disconnects to every instance, this one included.
 ///
 /// Object safe, so the server holds it as `Arc<dyn Adapter>`. Implementations deliver to
@@ -94,6 +135,18 @@ pub trait Adapter: Send + Sync + 'static {
     /// Sends a Socket.IO DISCONNECT to every socket of the session, on every instance, and
     /// closes them.
     fn disconnect_session(&self, session_id: SessionId) -> BoxFuture<'_, Result<(), AdapterError>>;
+
+    /// Records that a socket joined or left a room and sends the `presence` event to the
+    /// room's other members on every instance.
+    fn presence(&self, change: PresenceChange) -> BoxFuture<'_, Result<(), AdapterError>>;
+
+    /// The users in a room over every live instance, each once, in no set order. An instance
+    /// that stopped without saying goodbye drops out on its own (see the implementation).
+    fn room_members<'a>(
+        &'a self,
+        namespace: &'a str,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<UserId>, AdapterError>>;
 }
 
 /// The single-instance adapter: delivers to this instance only.
@@ -132,6 +185,25 @@ impl Adapter for LocalAdapter {
     fn disconnect_session(&self, session_id: SessionId) -> BoxFuture<'_, Result<(), AdapterError>> {
         self.node.disconnect_session(session_id);
         Box::pin(async { Ok(()) })
+    }
+
+    fn presence(&self, change: PresenceChange) -> BoxFuture<'_, Result<(), AdapterError>> {
+        let delivered = change
+            .to_message()
+            .map(|message| {
+                self.node.deliver(&message);
+            })
+            .map_err(|error| AdapterError::new(format!("presence not encoded: {error}")));
+        Box::pin(async move { delivered })
+    }
+
+    fn room_members<'a>(
+        &'a self,
+        namespace: &'a str,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<UserId>, AdapterError>> {
+        let members = self.node.room_users(namespace, room);
+        Box::pin(async move { Ok(members) })
     }
 }
 

@@ -60,6 +60,19 @@ impl Emitter {
         Broadcast::new(self.shared.clone(), target)
     }
 
+    /// The users in a room of the main namespace over every instance, each once: presence for
+    /// server code.
+    ///
+    /// # Errors
+    /// [`EmitError::Adapter`] when the adapter cannot answer.
+    pub async fn room_members(&self, room: &str) -> Result<Vec<UserId>, EmitError> {
+        Ok(self
+            .shared
+            .adapter
+            .room_members(MAIN_NAMESPACE, room)
+            .await?)
+    }
+
     /// Sends a Socket.IO DISCONNECT (`41`) to every socket of the session on every instance
     /// and closes them; the clients do not reconnect by themselves. Use on session revocation.
     ///

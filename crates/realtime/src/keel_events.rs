@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use keel_domain::BoxFuture;
-use serde::Serialize;
 use serde_json::{Value as Json, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -86,14 +85,6 @@ impl Default for KeelEvents {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Presence<'a> {
-    room: &'a str,
-    user_id: String,
-    state: &'static str,
-}
-
 /// What went wrong with one event, for its error ack.
 struct Refusal {
     code: &'static str,
@@ -129,14 +120,21 @@ impl KeelEvents {
             ));
         }
         match socket.join(room) {
-            Ok(true) => presence(socket, room, "joined").await?,
+            Ok(true) => presence(socket, room, true).await?,
             Ok(false) => {}
             Err(crate::JoinError::TooManyRooms) => {
                 return Err(refuse(codes::TOO_MANY_ROOMS, "too many rooms"));
             }
             Err(_) => return Err(refuse(codes::UNAVAILABLE, "the socket is disconnected")),
         }
-        Ok(json!({"ok": true}))
+        // Who is there now, over every instance: with the `presence` events that follow, the
+        // client can keep the room's member list without asking again.
+        let members = socket.room_members(room).await.map_err(|error| {
+            tracing::warn!(%error, "room members not known");
+            refuse(codes::UNAVAILABLE, "the room's members could not be listed")
+        })?;
+        let members: Vec<String> = members.iter().map(ToString::to_string).collect();
+        Ok(json!({"ok": true, "members": members}))
     }
 }
 
@@ -145,7 +143,7 @@ async fn leave(socket: &Socket, args: &[Value]) -> Result<Json, Refusal> {
     if is_reserved_room(room) || !socket.leave(room) {
         return Err(refuse(codes::NOT_IN_ROOM, "the socket is not in this room"));
     }
-    presence(socket, room, "left").await?;
+    presence(socket, room, false).await?;
     Ok(json!({"ok": true}))
 }
 
@@ -198,20 +196,11 @@ async fn message(socket: &Socket, mut args: Vec<Value>) -> Result<Json, Refusal>
     Ok(json!({"ok": true, "sentAt": sent_at}))
 }
 
-async fn presence(socket: &Socket, room: &str, state: &'static str) -> Result<(), Refusal> {
-    let presence = Presence {
-        room,
-        user_id: socket.identity().user_id.to_string(),
-        state,
-    };
-    socket
-        .to_room(room)
-        .emit_json("presence", &presence)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "presence not delivered");
-            refuse(codes::UNAVAILABLE, "presence could not be delivered")
-        })
+async fn presence(socket: &Socket, room: &str, joined: bool) -> Result<(), Refusal> {
+    socket.announce(room, joined).await.map_err(|error| {
+        tracing::warn!(%error, "presence not delivered");
+        refuse(codes::UNAVAILABLE, "presence could not be delivered")
+    })
 }
 
 fn room_arg(args: &[Value]) -> Result<&str, Refusal> {
@@ -263,7 +252,7 @@ impl NamespaceHandler for KeelEvents {
         Box::pin(async move {
             for room in socket.rooms() {
                 if !is_reserved_room(&room) {
-                    let _ = presence(socket, &room, "left").await;
+                    let _ = presence(socket, &room, false).await;
                 }
             }
         })

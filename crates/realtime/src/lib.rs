@@ -83,7 +83,8 @@ pub mod engineio;
 pub mod socketio;
 
 pub use adapter::{
-    AckReplies, AckReply, Adapter, BroadcastMessage, LocalAdapter, Target, collect_acks,
+    AckReplies, AckReply, Adapter, BroadcastMessage, LocalAdapter, PresenceChange, Target,
+    collect_acks,
 };
 pub use auth::{AllowAll, AuthRefusal, ConnectAuth, ConnectRequest, Identity};
 pub use config::{ConfigError, RealtimeConfig};

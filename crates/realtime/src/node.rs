@@ -8,8 +8,9 @@ use std::time::Duration;
 use keel_domain::{SessionId, UserId};
 use tokio::sync::mpsc;
 
-use crate::adapter::{AckReply, BroadcastMessage, Target};
+use crate::adapter::{AckReply, BroadcastMessage, PresenceChange, Target};
 use crate::error::JoinError;
+use crate::keel_events::is_reserved_room;
 use crate::socket::{AckSink, Control, SocketId, SocketInner};
 
 /// The room every socket of a user is in: `user:<id>`.
@@ -97,6 +98,44 @@ impl LocalNode {
             })
             .collect();
         sessions.into_iter().collect()
+    }
+
+    /// The users with a socket in `room` of `namespace` on this instance, each once.
+    pub fn room_users(&self, namespace: &str, room: &str) -> Vec<UserId> {
+        let registry = self.read();
+        let Some(ns) = registry.namespaces.get(namespace) else {
+            return Vec::new();
+        };
+        let users: HashSet<UserId> = ns
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| ns.sockets.get(id))
+            .map(|member| member.socket.identity.user_id)
+            .collect();
+        users.into_iter().collect()
+    }
+
+    /// Every membership of this instance's sockets in rooms other than `user:` and `session:`
+    /// ones: what other instances need to know for presence.
+    pub(crate) fn public_memberships(&self) -> Vec<PresenceChange> {
+        let registry = self.read();
+        let mut out = Vec::new();
+        for (namespace, ns) in &registry.namespaces {
+            for member in ns.sockets.values() {
+                for room in member.rooms.iter().filter(|room| !is_reserved_room(room)) {
+                    out.push(PresenceChange {
+                        namespace: namespace.to_string(),
+                        room: room.clone(),
+                        socket_id: member.socket.id.clone(),
+                        user_id: member.socket.identity.user_id,
+                        joined: true,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Registers a socket in its `user:` and `session:` rooms. `announce` runs under the

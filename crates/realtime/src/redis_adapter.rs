@@ -22,11 +22,22 @@
 //! application hears of every resubscribe ([`RedisAdapterBuilder::on_resubscribe`],
 //! [`RedisAdapter::subscription`]) and should then re-check its sockets' sessions.
 //!
-//! Not (yet) done: per-room (sharded) channels and a cross-instance list of room members.
+//! # Presence
+//!
+//! Each instance publishes a heartbeat every `heartbeat_interval_ms` and keeps, for every other
+//! instance it hears, the room memberships of that instance's sockets: each join and leave
+//! travels as a presence frame (which also carries the `presence` event to the room), and an
+//! instance that (re)subscribes asks everyone for their complete memberships. An instance not
+//! heard from within `peer_timeout_ms` (killed, frozen, cut off) is forgotten: its memberships
+//! end, and each instance tells its own sockets in those rooms that those members left. So
+//! [`Adapter::room_members`] answers from memory, without a round trip, and heals by itself.
+//!
+//! Not done: per-room (sharded) channels; every instance receives every broadcast.
 
+mod peers;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,12 +54,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::{AckReplies, AckReply, Adapter, BroadcastMessage};
+use crate::adapter::{AckReplies, AckReply, Adapter, BroadcastMessage, PresenceChange};
 use crate::error::AdapterError;
 use crate::node::LocalNode;
 use crate::socket::{OutPacket, SocketId};
 use crate::socketio::{self, Limits, MAIN_NAMESPACE, Packet, PacketKind, Value};
-use wire::{BroadcastRef, Frame, InstanceId, WireBroadcast};
+use keel_domain::UserId;
+use peers::{Membership, Peers};
+use wire::{BroadcastRef, Frame, InstanceId, WireBroadcast, WireMember};
 
 /// Ack ids this instance gives to broadcasts from other instances start here: far above the
 /// server's own counter, and still exact as a JavaScript number (below 2^53).
@@ -75,6 +88,11 @@ pub struct RedisAdapterConfig {
     /// Upper bound on one publish, pool wait included (3000). The pool's own timeouts normally
     /// end it sooner.
     pub publish_timeout_ms: u64,
+    /// How often this instance tells the others it is alive (2000).
+    pub heartbeat_interval_ms: u64,
+    /// An instance not heard from for this long is gone: its sockets' room memberships end and
+    /// the rooms' members here get `presence` `left` for them (6000; keep it a few heartbeats).
+    pub peer_timeout_ms: u64,
 }
 
 impl Default for RedisAdapterConfig {
@@ -86,6 +104,8 @@ impl Default for RedisAdapterConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
             publish_timeout_ms: 3_000,
+            heartbeat_interval_ms: 2_000,
+            peer_timeout_ms: 6_000,
         }
     }
 }
@@ -159,9 +179,11 @@ impl RedisAdapterBuilder {
             next_remote_ack: AtomicU64::new(0),
             state: self.state,
             on_resubscribe: self.on_resubscribe,
+            peers: Mutex::new(Peers::default()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(subscriber(inner.clone(), self.client, stop.clone()));
+        tokio::spawn(heartbeat(inner.clone(), stop.clone()));
         RedisAdapter { inner, stop }
     }
 
@@ -254,6 +276,8 @@ struct Inner {
     next_remote_ack: AtomicU64,
     state: watch::Sender<SubscriptionState>,
     on_resubscribe: Option<Callback>,
+    /// The other instances and their sockets' room memberships.
+    peers: Mutex<Peers>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -308,6 +332,68 @@ impl Inner {
             .unwrap_or_else(|_| Err(AdapterError::new("Redis PUBLISH timed out")))
     }
 
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes without making the caller wait (the subscriber loop must never wait).
+    fn spawn_publish(self: &Arc<Self>, channel: String, payload: Vec<u8>) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = inner.publish(&channel, &payload).await {
+                tracing::warn!(%error, "realtime adapter: control message not sent");
+            }
+        });
+    }
+
+    /// Tells this instance's sockets in the room that a member of another instance joined or
+    /// left.
+    fn announce_locally(&self, member: &Membership, joined: bool) {
+        let change = PresenceChange {
+            namespace: member.namespace.clone(),
+            room: member.room.clone(),
+            socket_id: SocketId::from_wire(&member.socket_id),
+            user_id: member.user_id,
+            joined,
+        };
+        match change.to_message() {
+            Ok(message) => {
+                self.node.deliver(&message);
+            }
+            Err(error) => tracing::warn!(%error, "realtime adapter: presence not encoded"),
+        }
+    }
+
+    /// This instance's sockets' memberships, for an instance that asked.
+    fn local_members(&self) -> Vec<WireMember> {
+        self.node
+            .public_memberships()
+            .into_iter()
+            .map(|change| WireMember {
+                namespace: change.namespace,
+                room: change.room,
+                socket_id: change.socket_id.as_str().to_owned(),
+                user_id: change.user_id.to_string(),
+            })
+            .collect()
+    }
+
+    /// Forgets instances that fell silent and tells local members who left with them.
+    fn expire_peers(&self) {
+        let gone = self
+            .lock_peers()
+            .expire(Instant::now(), millis(self.config.peer_timeout_ms));
+        if !gone.is_empty() {
+            tracing::warn!(
+                memberships = gone.len(),
+                "realtime adapter: an instance fell silent; its sockets left their rooms"
+            );
+        }
+        for member in &gone {
+            self.announce_locally(member, false);
+        }
+    }
+
     fn route(&self, request: u64, remote: Remote) {
         let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = requests.get(&request) {
@@ -322,13 +408,20 @@ impl Inner {
             .remove(&request);
     }
 
-    fn subscribed(&self) {
+    fn subscribed(self: &Arc<Self>) {
         let mut subscribes = 0;
         self.state.send_modify(|state| {
             state.subscribed = true;
             state.subscribes += 1;
             subscribes = state.subscribes;
         });
+        // Whatever the others did while this instance could not hear them is asked for again;
+        // meanwhile nobody is declared dead for this instance's own deafness.
+        self.lock_peers().refresh_all(Instant::now());
+        self.spawn_publish(
+            self.broadcast_channel.clone(),
+            wire::encode_sync_request(&self.id),
+        );
         if subscribes > 1 {
             tracing::info!(subscribes, "realtime adapter resubscribed to Redis");
             if let Some(callback) = &self.on_resubscribe {
@@ -355,7 +448,47 @@ impl Inner {
             }
             return;
         }
+        let new_peer = self.lock_peers().heard(envelope.origin, Instant::now());
+        if new_peer && envelope.frame != Frame::SyncRequest {
+            // An instance this one did not know (it started, or came back after being
+            // forgotten): ask it for its memberships on its own channel.
+            let channel = instance_channel(&self.config.channel_prefix, &envelope.origin);
+            self.spawn_publish(channel, wire::encode_sync_request(&self.id));
+        }
         match envelope.frame {
+            Frame::Heartbeat => {}
+            Frame::SyncRequest => {
+                let channel = instance_channel(&self.config.channel_prefix, &envelope.origin);
+                let members = self.local_members();
+                self.spawn_publish(channel, wire::encode_sync(&self.id, &members));
+            }
+            Frame::Sync(members) => {
+                let members = members
+                    .into_iter()
+                    .filter_map(Membership::from_wire)
+                    .collect();
+                let (gone, came) =
+                    self.lock_peers()
+                        .replace(envelope.origin, members, Instant::now());
+                for member in &gone {
+                    self.announce_locally(member, false);
+                }
+                for member in &came {
+                    self.announce_locally(member, true);
+                }
+            }
+            Frame::Presence { member, joined } => match Membership::from_wire(member) {
+                Some(member) => {
+                    self.lock_peers().apply(
+                        envelope.origin,
+                        member.clone(),
+                        joined,
+                        Instant::now(),
+                    );
+                    self.announce_locally(&member, joined);
+                }
+                None => tracing::warn!("realtime adapter: bad presence frame ignored"),
+            },
             Frame::Broadcast(broadcast) => {
                 if let Some(message) = into_message(broadcast, None) {
                     self.node.deliver(&message);
@@ -577,6 +710,66 @@ impl Adapter for RedisAdapter {
                 .await
                 .map(drop)
         })
+    }
+
+    fn presence(&self, change: PresenceChange) -> BoxFuture<'_, Result<(), AdapterError>> {
+        let delivered = change
+            .to_message()
+            .map(|message| {
+                self.inner.node.deliver(&message);
+            })
+            .map_err(|error| AdapterError::new(format!("presence not encoded: {error}")));
+        let member = WireMember {
+            namespace: change.namespace,
+            room: change.room,
+            socket_id: change.socket_id.as_str().to_owned(),
+            user_id: change.user_id.to_string(),
+        };
+        let payload = wire::encode_presence(&self.inner.id, &member, change.joined);
+        Box::pin(async move {
+            delivered?;
+            self.inner
+                .publish(&self.inner.broadcast_channel, &payload)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn room_members<'a>(
+        &'a self,
+        namespace: &'a str,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<UserId>, AdapterError>> {
+        let mut members: HashSet<UserId> = self
+            .inner
+            .node
+            .room_users(namespace, room)
+            .into_iter()
+            .collect();
+        members.extend(self.inner.lock_peers().users_in(namespace, room));
+        Box::pin(async move { Ok(members.into_iter().collect()) })
+    }
+}
+
+/// Publishes this instance's heartbeat and forgets silent instances, until the adapter is
+/// dropped. While this instance is not subscribed it cannot hear anyone, so nobody is expired.
+async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
+    let period = millis(inner.config.heartbeat_interval_ms.max(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let beat = wire::encode_heartbeat(&inner.id);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if !inner.state.borrow().subscribed {
+            continue;
+        }
+        inner.expire_peers();
+        if let Err(error) = inner.publish(&inner.broadcast_channel, &beat).await {
+            tracing::debug!(%error, "realtime adapter: heartbeat not sent");
+        }
     }
 }
 

@@ -428,6 +428,37 @@ impl Socket {
         self.shared.node.rooms_of(&self.inner)
     }
 
+    /// The users in `room` of this socket's namespace over every instance, each once.
+    ///
+    /// # Errors
+    /// [`crate::AdapterError`] when the adapter cannot answer.
+    pub async fn room_members(
+        &self,
+        room: &str,
+    ) -> Result<Vec<keel_domain::UserId>, crate::AdapterError> {
+        self.shared
+            .adapter
+            .room_members(&self.inner.namespace, room)
+            .await
+    }
+
+    /// Tells the room's other members, on every instance, that this socket joined or left it,
+    /// and records the change for [`Socket::room_members`].
+    pub(crate) async fn announce(
+        &self,
+        room: &str,
+        joined: bool,
+    ) -> Result<(), crate::AdapterError> {
+        let change = crate::PresenceChange {
+            namespace: self.inner.namespace.to_string(),
+            room: room.to_owned(),
+            socket_id: self.inner.id.clone(),
+            user_id: self.inner.identity.user_id,
+            joined,
+        };
+        self.shared.adapter.presence(change).await
+    }
+
     /// A broadcast to `room` in this socket's namespace that leaves this socket out.
     pub fn to_room(&self, room: impl Into<String>) -> Broadcast {
         Broadcast::new(self.shared.clone(), crate::Target::room(room))

@@ -35,14 +35,14 @@ async fn join_message_presence_and_leave_between_two_clients() {
     let alice_id = user(1).to_string();
     let bob_id = user(2).to_string();
 
+    // The join ack lists who is in the room now, the joiner included.
     assert_eq!(
         alice.call(1, "join", json!({"room": "room:lobby"})).await,
-        json!({"ok": true})
+        json!({"ok": true, "members": [alice_id]})
     );
-    assert_eq!(
-        bob.call(1, "join", json!({"room": "room:lobby"})).await,
-        json!({"ok": true})
-    );
+    let ack = bob.call(1, "join", json!({"room": "room:lobby"})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(sorted(&ack["members"]), sorted(&json!([alice_id, bob_id])));
     assert_eq!(
         alice.event("presence").await,
         json!({"room": "room:lobby", "userId": bob_id, "state": "joined"})
@@ -398,4 +398,15 @@ async fn server_can_be_built_with_a_shutdown_token() {
         .await;
     assert_eq!(status, 503);
     server.stop().await;
+}
+
+fn sorted(list: &Json) -> Vec<String> {
+    let mut items: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item.as_str().expect("a string").to_owned())
+        .collect();
+    items.sort();
+    items
 }

@@ -34,6 +34,19 @@ fn pool(url: &str) -> Pool {
         .expect("a pool")
 }
 
+/// Short timings, so faults are noticed within the tests' patience.
+fn adapter_config() -> RedisAdapterConfig {
+    RedisAdapterConfig {
+        ping_interval_ms: 200,
+        connect_timeout_ms: 300,
+        reconnect_min_ms: 20,
+        reconnect_max_ms: 200,
+        heartbeat_interval_ms: 100,
+        peer_timeout_ms: 600,
+        ..RedisAdapterConfig::default()
+    }
+}
+
 struct Instance {
     server: TestServer,
     subscription: watch::Receiver<SubscriptionState>,
@@ -48,13 +61,7 @@ impl Instance {
             pool(&redis.url()),
             redis::Client::open(redis.url()).expect("a Redis URL"),
         )
-        .config(RedisAdapterConfig {
-            ping_interval_ms: 200,
-            connect_timeout_ms: 300,
-            reconnect_min_ms: 20,
-            reconnect_max_ms: 200,
-            ..RedisAdapterConfig::default()
-        })
+        .config(adapter_config())
         .on_resubscribe(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         });
@@ -82,11 +89,13 @@ impl Instance {
     }
 }
 
-async fn join(client: &mut Client, room: &str) {
-    assert_eq!(
-        client.call(1, "join", json!({"room": room})).await,
-        json!({"ok": true})
-    );
+/// Joins and returns the room's members as the join ack lists them, sorted.
+async fn join(client: &mut Client, room: &str) -> Vec<String> {
+    let ack = client.call(1, "join", json!({"room": room})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let mut members: Vec<String> = serde_json::from_value(ack["members"].clone()).expect("ids");
+    members.sort();
+    members
 }
 
 /// Sends an event on `/` and reads until its ack, failing on any `message` event meanwhile.
@@ -338,4 +347,125 @@ async fn a_frozen_redis_is_noticed_by_ping_and_the_subscription_comes_back() {
     assert_eq!(bob.event("message").await["body"], "thawed");
     a.server.stop().await;
     b.server.stop().await;
+}
+
+#[actix_web::test]
+async fn room_members_span_instances_and_follow_leaves_and_disconnects() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis).await;
+    let b = Instance::start(&redis).await;
+    let mut alice = a.client(1, 1).await;
+    let mut bob = b.client(2, 2).await;
+    let (alice_id, bob_id) = (user(1).to_string(), user(2).to_string());
+
+    assert_eq!(join(&mut alice, "room:m").await, vec![alice_id.clone()]);
+    // Alice's join reached B before bob's ack: her presence frame precedes his join there.
+    wait_for_members(&b, "room:m", &[&alice_id]).await;
+    let mut both = vec![alice_id.clone(), bob_id.clone()];
+    both.sort();
+    assert_eq!(join(&mut bob, "room:m").await, both);
+    wait_for_members(&a, "room:m", &[&alice_id, &bob_id]).await;
+
+    assert_eq!(alice.event("presence").await["state"], "joined");
+    drop(bob);
+    assert_eq!(alice.event("presence").await["state"], "left");
+    wait_for_members(&a, "room:m", &[&alice_id]).await;
+    a.server.stop().await;
+    b.server.stop().await;
+}
+
+/// An instance that dies without a word (no leave, no disconnect, no goodbye) is forgotten
+/// after `peer_timeout_ms`: its members drop out of the list and the room hears they left. The
+/// dead instance is played by the test, speaking the adapter's documented wire format.
+#[actix_web::test]
+async fn a_silent_instance_is_forgotten_and_its_members_leave() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis).await;
+    let mut alice = a.client(1, 1).await;
+    let alice_id = user(1).to_string();
+    join(&mut alice, "room:m").await;
+
+    let ghost_user = user(9).to_string();
+    let mut redis_conn = redis::Client::open(redis.url())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection");
+    let frame = presence_frame([0xee; 16], "/", "room:m", "ghost-socket", &ghost_user, true);
+    let listeners: usize = redis::cmd("PUBLISH")
+        .arg("keel:rt:all")
+        .arg(frame)
+        .query_async(&mut redis_conn)
+        .await
+        .expect("published");
+    assert_eq!(listeners, 1, "instance A listens");
+    assert_eq!(
+        alice.event("presence").await,
+        json!({"room": "room:m", "userId": ghost_user, "state": "joined"})
+    );
+    wait_for_members(&a, "room:m", &[&alice_id, &ghost_user]).await;
+
+    // The ghost never sends a heartbeat: within the peer timeout (600 ms) it is gone.
+    let left = tokio::time::timeout(Duration::from_secs(5), alice.event("presence"))
+        .await
+        .expect("presence `left` within the peer timeout");
+    assert_eq!(
+        left,
+        json!({"room": "room:m", "userId": ghost_user, "state": "left"})
+    );
+    assert_eq!(members(&a, "room:m").await, vec![alice_id]);
+    a.server.stop().await;
+}
+
+/// The adapter's presence frame (kind 6): version 1, kind, 16-byte instance id, then namespace,
+/// room, socket id and user id, each with a big-endian `u16` length, then 1 for joined.
+fn presence_frame(
+    origin: [u8; 16],
+    namespace: &str,
+    room: &str,
+    socket: &str,
+    user: &str,
+    joined: bool,
+) -> Vec<u8> {
+    let mut frame = vec![1, 6];
+    frame.extend_from_slice(&origin);
+    for text in [namespace, room, socket, user] {
+        frame.extend_from_slice(&u16::try_from(text.len()).expect("short").to_be_bytes());
+        frame.extend_from_slice(text.as_bytes());
+    }
+    frame.push(u8::from(joined));
+    frame
+}
+
+async fn members(instance: &Instance, room: &str) -> Vec<String> {
+    let mut ids: Vec<String> = instance
+        .server
+        .realtime
+        .emitter()
+        .room_members(room)
+        .await
+        .expect("members")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until the instance lists exactly these members (presence travels asynchronously).
+async fn wait_for_members(instance: &Instance, room: &str, expected: &[&str]) {
+    let mut expected: Vec<String> = expected.iter().map(|id| (*id).to_owned()).collect();
+    expected.sort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = members(instance, room).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -12,6 +12,10 @@
 //! | 3 | disconnect a session | the session id as text |
 //! | 4 | how many acks an instance waits for | request id `u64`, count `u32` |
 //! | 5 | one socket's ack | request id `u64`, socket id, ACK text, attachments |
+//! | 6 | a socket joined or left a room | namespace, room, socket id, user id, `1` joined / `0` left |
+//! | 7 | heartbeat: the sender is alive | nothing |
+//! | 8 | send me your room memberships | nothing (the answer goes to the sender's own channel) |
+//! | 9 | all of the sender's room memberships | `u32` count, then namespace, room, socket id, user id each |
 //!
 //! Target: `0` for every socket, or `1` followed by a `u16` room count and the rooms.
 
@@ -27,6 +31,10 @@ const ACK_BROADCAST: u8 = 2;
 const DISCONNECT_SESSION: u8 = 3;
 const ACK_COUNT: u8 = 4;
 const ACK_REPLY: u8 = 5;
+const PRESENCE: u8 = 6;
+const HEARTBEAT: u8 = 7;
+const SYNC_REQUEST: u8 = 8;
+const SYNC: u8 = 9;
 
 /// A random id per adapter instance, carried by every frame so an instance skips its own.
 pub(crate) type InstanceId = [u8; 16];
@@ -64,6 +72,22 @@ pub(crate) enum Frame {
         text: Bytes,
         attachments: Vec<Bytes>,
     },
+    Presence {
+        member: WireMember,
+        joined: bool,
+    },
+    Heartbeat,
+    SyncRequest,
+    Sync(Vec<WireMember>),
+}
+
+/// One socket's membership of a room, as it travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WireMember {
+    pub(crate) namespace: String,
+    pub(crate) room: String,
+    pub(crate) socket_id: String,
+    pub(crate) user_id: String,
 }
 
 /// A frame with the instance that sent it.
@@ -191,6 +215,52 @@ pub(crate) fn encode_ack_reply(
     out
 }
 
+fn put_member(out: &mut Vec<u8>, member: &WireMember) {
+    put_str16(out, &member.namespace);
+    put_str16(out, &member.room);
+    put_str16(out, &member.socket_id);
+    put_str16(out, &member.user_id);
+}
+
+fn member_len(member: &WireMember) -> usize {
+    8 + member.namespace.len() + member.room.len() + member.socket_id.len() + member.user_id.len()
+}
+
+/// A socket joined (`joined`) or left a room.
+pub(crate) fn encode_presence(origin: &InstanceId, member: &WireMember, joined: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + member_len(member) + 1);
+    header(&mut out, PRESENCE, origin);
+    put_member(&mut out, member);
+    out.put_u8(u8::from(joined));
+    out
+}
+
+/// The sender is alive.
+pub(crate) fn encode_heartbeat(origin: &InstanceId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    header(&mut out, HEARTBEAT, origin);
+    out
+}
+
+/// Asks for the receivers' room memberships.
+pub(crate) fn encode_sync_request(origin: &InstanceId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    header(&mut out, SYNC_REQUEST, origin);
+    out
+}
+
+/// All of the sender's room memberships.
+pub(crate) fn encode_sync(origin: &InstanceId, members: &[WireMember]) -> Vec<u8> {
+    let len = HEADER_LEN + 4 + members.iter().map(member_len).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    header(&mut out, SYNC, origin);
+    out.put_u32(u32::try_from(members.len()).unwrap_or(u32::MAX));
+    for member in members {
+        put_member(&mut out, member);
+    }
+    out
+}
+
 /// Decodes a frame; `None` for anything malformed, truncated or of another version. Byte
 /// strings are slices of `data`, not copies.
 pub(crate) fn decode(data: Bytes) -> Option<Envelope> {
@@ -218,6 +288,26 @@ pub(crate) fn decode(data: Bytes) -> Option<Envelope> {
             text: r.bytes32()?,
             attachments: r.attachments()?,
         },
+        PRESENCE => Frame::Presence {
+            member: r.member()?,
+            joined: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        },
+        HEARTBEAT => Frame::Heartbeat,
+        SYNC_REQUEST => Frame::SyncRequest,
+        SYNC => {
+            let count = usize::try_from(r.u32()?).ok()?;
+            // Each member takes at least its four 2-byte lengths: a bogus count cannot
+            // allocate much.
+            let mut members = Vec::with_capacity(count.min(r.0.remaining() / 8));
+            for _ in 0..count {
+                members.push(r.member()?);
+            }
+            Frame::Sync(members)
+        }
         _ => return None,
     };
     // Trailing bytes mean a frame this version does not understand.
@@ -318,6 +408,15 @@ impl Reader {
     fn bytes32(&mut self) -> Option<Bytes> {
         let len = usize::try_from(self.u32()?).ok()?;
         self.bytes(len)
+    }
+
+    fn member(&mut self) -> Option<WireMember> {
+        Some(WireMember {
+            namespace: self.str16()?,
+            room: self.str16()?,
+            socket_id: self.str16()?,
+            user_id: self.str16()?,
+        })
     }
 
     fn attachments(&mut self) -> Option<Vec<Bytes>> {
@@ -426,6 +525,58 @@ mod tests {
         assert_eq!(
             decode(Bytes::from(frame)).unwrap().frame,
             Frame::DisconnectSession("s-1".into())
+        );
+    }
+
+    #[test]
+    fn presence_frames_round_trip_and_refuse_truncation() {
+        let member = WireMember {
+            namespace: "/".into(),
+            room: "room:é".into(),
+            socket_id: "sid-1".into(),
+            user_id: "0190c0de-0000-7000-8000-000000000001".into(),
+        };
+        let frame = encode_presence(&ORIGIN, &member, false);
+        assert_eq!(
+            decode(Bytes::from(frame.clone())).unwrap().frame,
+            Frame::Presence {
+                member: member.clone(),
+                joined: false
+            }
+        );
+        let members = vec![
+            member.clone(),
+            WireMember {
+                room: "room:b".into(),
+                ..member
+            },
+        ];
+        let sync = encode_sync(&ORIGIN, &members);
+        assert_eq!(
+            decode(Bytes::from(sync.clone())).unwrap().frame,
+            Frame::Sync(members)
+        );
+        for len in 0..sync.len() {
+            assert!(
+                decode(Bytes::copy_from_slice(&sync[..len])).is_none(),
+                "{len}"
+            );
+        }
+        for len in 0..frame.len() {
+            assert!(
+                decode(Bytes::copy_from_slice(&frame[..len])).is_none(),
+                "{len}"
+            );
+        }
+        let heartbeat = encode_heartbeat(&ORIGIN);
+        assert_eq!(
+            decode(Bytes::from(heartbeat)).unwrap().frame,
+            Frame::Heartbeat
+        );
+        let request = encode_sync_request(&ORIGIN);
+        assert_eq!(
+            decode(Bytes::from(request)).unwrap().frame,
+            Frame::SyncRequest
         );
     }
 
