@@ -533,3 +533,83 @@ async fn three_server_processes_share_sessions_rooms_and_revocations() {
     drop(servers);
     drop(redis);
 }
+
+/// Presence heals when an instance dies without a word: cy's socket lives on C, which is killed
+/// with SIGKILL (no leave, no disconnect, no goodbye). A, which stops hearing C's heartbeats,
+/// tells ada (on A) that cy left, and drops cy from the room's member list.
+#[tokio::test]
+async fn presence_forgets_the_members_of_an_instance_killed_without_goodbye() {
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let keys = format!(r#"[{{kid="{HS_KID}",secret="{HS_SECRET}"}}]"#);
+    let cookie = cookie_key();
+    let env = [
+        ("KEEL_REDIS__URL", redis_url.as_str()),
+        ("KEEL_AUTH__JWT__ALGORITHM", "HS256"),
+        ("KEEL_AUTH__JWT__KEYS", keys.as_str()),
+        ("KEEL_COOKIE__KEY", cookie.as_str()),
+    ];
+    let a = ServerProcess::start(&env).await;
+    let mut c = ServerProcess::start(&env).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut tokens = Vec::new();
+    for (server, who) in [(&a, "ada"), (&c, "cy")] {
+        let credentials = json!({"email": email(who), "password": PASSWORD});
+        let response = client
+            .post(server.url(support::REGISTER))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
+        let body: Value = client
+            .post(server.url(support::LOGIN))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push((
+            body["accessToken"].as_str().unwrap().to_owned(),
+            body["user"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let [(ada, ada_id), (cy, cy_id)] = <[_; 2]>::try_from(tokens).unwrap();
+    let room = "room:heal";
+    let joined = json!({"room": room, "userId": cy_id, "state": "joined"});
+    let left = json!({"room": room, "userId": cy_id, "state": "left"});
+    // Heartbeats every 2 s, forgotten after 6 s: `left` comes within about 8 s of the kill.
+    let on_a = json!([
+        {"op": "connect", "as": "ada", "token": ada, "transports": ["websocket"]},
+        {"op": "emit", "as": "ada", "event": "join", "args": [{"room": room}], "expectAck": {"ok": true}},
+        {"op": "signal", "name": "joined"},
+        {"op": "wait", "as": "ada", "event": "presence", "match": joined},
+        {"op": "signal", "name": "saw-cy"},
+        {"op": "wait", "as": "ada", "event": "presence", "match": left, "timeoutMs": 20000},
+        {"op": "emit", "as": "ada", "event": "join", "args": [{"room": room}], "ack": true, "save": "after"},
+    ]);
+    let base_a = format!("http://{}", a.address());
+    let mut on_a = Scenario::start("driver", &[&base_a, "--steps", &on_a.to_string()]);
+    on_a.wait_signal("joined", SYNC_LIMIT).await;
+    let on_c = json!([
+        {"op": "connect", "as": "cy", "token": cy, "transports": ["websocket"]},
+        {"op": "emit", "as": "cy", "event": "join", "args": [{"room": room}], "expectAck": {"ok": true}},
+        {"op": "signal", "name": "joined"},
+        {"op": "waitInput", "line": "never"},
+    ]);
+    let base_c = format!("http://{}", c.address());
+    let mut on_c = Scenario::start("driver", &[&base_c, "--steps", &on_c.to_string()]);
+    on_c.wait_signal("joined", SYNC_LIMIT).await;
+    on_a.wait_signal("saw-cy", SYNC_LIMIT).await;
+    c.signal(nix::sys::signal::Signal::SIGKILL);
+    c.wait_exit(Duration::from_secs(10)).await;
+    drop(on_c);
+
+    let result = on_a.finish().await.ok();
+    let mut members: Vec<String> =
+        serde_json::from_value(result["results"]["after"]["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, vec![ada_id], "{result}");
+}
