@@ -297,6 +297,35 @@ async fn a_server_emit_to_a_user_on_one_instance_reaches_the_users_socket_on_ano
     bob_on_b.finish().await.ok();
 }
 
+/// Socket connects per client IP count over every instance together: with a quota of 3, two
+/// connects on A and one on B use it up, and the next one, on B, is refused with
+/// `connect_error` code `rate_limited` (B alone has seen only one).
+#[tokio::test]
+async fn the_socket_connect_quota_counts_connects_made_on_every_instance() {
+    let cluster = Cluster::start(2, |config| {
+        config.rate_limit.quotas.socket_connect_ip.limit = 3;
+        config.rate_limit.quotas.socket_connect_ip.window_seconds = 600;
+    })
+    .await;
+    let (a, b) = (cluster.a(), cluster.b());
+    let ada = signup(a, &email("ada")).await;
+    let on_a = json!([
+        {"op": "connect", "as": "one", "token": ada.access, "transports": ["websocket"]},
+        {"op": "connect", "as": "two", "token": ada.access, "transports": ["websocket"]},
+    ]);
+    driver(a, "two-on-a", &on_a).finish().await.ok();
+    let on_b = json!([
+        {"op": "connect", "as": "three", "token": ada.access, "transports": ["websocket"]},
+        {"op": "connect", "as": "four", "token": ada.access, "transports": ["websocket"],
+         "expect": "connect_error", "match": {"data": {"code": "rate_limited"}}, "save": "refused"},
+    ]);
+    let result = driver(b, "two-on-b", &on_b).finish().await.ok();
+    assert_eq!(
+        result["results"]["refused"]["code"], "rate_limited",
+        "{result}"
+    );
+}
+
 /// The per-email login quota counts the attempts made on every instance together: with a limit
 /// of 5, attempts spread over A, B and C (no instance sees more than two) are refused from the
 /// sixth on, on any instance, right password or not.

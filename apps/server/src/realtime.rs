@@ -10,7 +10,7 @@ use keel_auth::actix::CsrfPolicy;
 use keel_auth::{Auth, AuthError, RevocationListener};
 
 use keel_domain::{BoxFuture, SessionId};
-use keel_http_adapter::ClientIp;
+use keel_http_adapter::{ClientIp, Quotas};
 use keel_realtime::{AuthRefusal, ConnectAuth, ConnectRequest, Emitter, Identity};
 use keel_session::actix::read_session_cookie;
 
@@ -19,18 +19,21 @@ const FOREIGN_ORIGIN: &str = "foreign-origin";
 
 /// Authenticates sockets with Keel's credentials: an access token in the CONNECT payload
 /// (`auth: { token }`), or the session cookie when the handshake's `Origin` is allowed. Tokens
-/// in the query string are ignored.
+/// in the query string are ignored. Each CONNECT first counts against the client IP's
+/// `socket_connect_ip` quota, shared by every instance when Redis is configured.
 pub struct KeelConnectAuth {
     auth: Auth,
     origins: CsrfPolicy,
+    quotas: Quotas,
 }
 
 impl KeelConnectAuth {
-    /// Connect-auth over these use cases, allowing cookies from these origins.
-    pub fn new(auth: Auth, allowed_origins: &[String]) -> Self {
+    /// Connect-auth over these use cases and quotas, allowing cookies from these origins.
+    pub fn new(auth: Auth, quotas: Quotas, allowed_origins: &[String]) -> Self {
         Self {
             auth,
             origins: CsrfPolicy::new(allowed_origins.iter()),
+            quotas,
         }
     }
 }
@@ -62,6 +65,12 @@ impl ConnectAuth for KeelConnectAuth {
         request: ConnectRequest<'a>,
     ) -> BoxFuture<'a, Result<Identity, AuthRefusal>> {
         Box::pin(async move {
+            let ip = request
+                .client_ip
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            if self.quotas.socket_connect(&ip).await.is_err() {
+                return Err(AuthRefusal::new("rate_limited"));
+            }
             let token = request
                 .auth
                 .and_then(|auth| auth.get("token"))

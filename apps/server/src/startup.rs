@@ -167,6 +167,7 @@ impl Application {
             config.realtime.clone(),
             Arc::new(KeelConnectAuth::new(
                 auth.clone(),
+                quotas.clone(),
                 &config.cors.allowed_origins,
             )),
         )

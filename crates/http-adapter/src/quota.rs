@@ -45,6 +45,9 @@ pub struct QuotaConfig {
     pub register_ip: QuotaSpec,
     /// Token refreshes per client IP.
     pub refresh_ip: QuotaSpec,
+    /// Socket.IO connects per client IP, over every instance (each instance also refuses more
+    /// than `realtime.connections_per_ip_per_second` new connections per IP by itself).
+    pub socket_connect_ip: QuotaSpec,
 }
 
 impl Default for QuotaConfig {
@@ -64,6 +67,10 @@ impl Default for QuotaConfig {
             },
             refresh_ip: QuotaSpec {
                 limit: 60,
+                window_seconds: 60,
+            },
+            socket_connect_ip: QuotaSpec {
+                limit: 300,
                 window_seconds: 60,
             },
         }
@@ -88,6 +95,7 @@ pub struct Quotas {
     pub(crate) login_email: Quota,
     pub(crate) register_ip: Quota,
     pub(crate) refresh_ip: Quota,
+    socket_connect_ip: Quota,
 }
 
 impl Quotas {
@@ -109,7 +117,49 @@ impl Quotas {
             login_email: quota("login-email", config.login_email)?,
             register_ip: quota("register-ip", config.register_ip)?,
             refresh_ip: quota("refresh-ip", config.refresh_ip)?,
+            socket_connect_ip: quota("socket-connect-ip", config.socket_connect_ip)?,
         })
+    }
+
+    /// Counts one Socket.IO connect from `client_ip` against the shared quota. `Err` holds the
+    /// seconds until the client may try again.
+    ///
+    /// # Errors
+    /// The quota is exhausted.
+    pub async fn socket_connect(&self, client_ip: &str) -> Result<(), u64> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let decision = self
+            .decide(
+                &self.socket_connect_ip,
+                client_ip,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .map_err(|_| 1_u64)?;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(decision.retry_after_seconds().unwrap_or(1))
+        }
+    }
+
+    /// One decision from the shared limiter, or from the in-process one while the shared one
+    /// cannot answer.
+    async fn decide(
+        &self,
+        quota: &Quota,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, keel_domain::RateLimitError> {
+        match self.limiter.check(quota, key, now).await {
+            Ok(decision) => Ok(decision),
+            Err(error) => {
+                tracing::warn!(quota = quota.name(), error = %error, "shared rate limiter unavailable; limiting in-process");
+                self.fallback.check(quota, key, now).await
+            }
+        }
     }
 
     /// Checks every `(quota, key)` pair; all must allow. The outcome carries the headers to put
@@ -122,16 +172,10 @@ impl Quotas {
         let mut headers = QuotaHeaders::default();
         let mut denied: Option<u64> = None;
         for (quota, key) in checks {
-            let decision = match self.limiter.check(quota, key, now).await {
-                Ok(decision) => decision,
-                Err(error) => {
-                    tracing::warn!(quota = quota.name(), error = %error, "shared rate limiter unavailable; limiting in-process");
-                    self.fallback
-                        .check(quota, key, now)
-                        .await
-                        .map_err(ApiError::internal)?
-                }
-            };
+            let decision = self
+                .decide(quota, key, now)
+                .await
+                .map_err(ApiError::internal)?;
             headers.push(quota, &decision);
             if !decision.allowed {
                 let wait = decision.retry_after_seconds().unwrap_or(1);
