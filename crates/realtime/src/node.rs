@@ -28,6 +28,22 @@ struct Registry {
     namespaces: HashMap<Arc<str>, NamespaceRooms>,
     /// Open sockets per user, over all namespaces, for `max_sockets_per_user`.
     users: HashMap<UserId, u32>,
+    /// Told `(namespace, room)` whenever a room other than `user:`/`session:` gets its first
+    /// local member or loses its last one (an adapter subscribes per room).
+    room_watch: Option<mpsc::UnboundedSender<RoomKey>>,
+}
+
+/// A room of a namespace: `(namespace, room)`.
+pub(crate) type RoomKey = (String, String);
+
+impl Registry {
+    fn room_changed(&self, namespace: &str, room: &str) {
+        if let Some(watch) = &self.room_watch
+            && !is_reserved_room(room)
+        {
+            let _ = watch.send((namespace.to_owned(), room.to_owned()));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +114,37 @@ impl LocalNode {
             })
             .collect();
         sessions.into_iter().collect()
+    }
+
+    /// From now on, `(namespace, room)` is sent whenever a room (other than `user:`/`session:`
+    /// ones) gets its first local member or loses its last one. Replaces an earlier watcher.
+    pub(crate) fn watch_rooms(&self) -> mpsc::UnboundedReceiver<RoomKey> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.write().room_watch = Some(tx);
+        rx
+    }
+
+    /// Whether the room has a member on this instance.
+    pub(crate) fn has_room(&self, namespace: &str, room: &str) -> bool {
+        self.read()
+            .namespaces
+            .get(namespace)
+            .is_some_and(|ns| ns.rooms.contains_key(room))
+    }
+
+    /// The rooms (other than `user:`/`session:` ones) with a member on this instance.
+    pub(crate) fn public_rooms(&self) -> Vec<RoomKey> {
+        let registry = self.read();
+        registry
+            .namespaces
+            .iter()
+            .flat_map(|(namespace, ns)| {
+                ns.rooms
+                    .keys()
+                    .filter(|room| !is_reserved_room(room))
+                    .map(|room| (namespace.to_string(), room.clone()))
+            })
+            .collect()
     }
 
     /// The users with a socket in `room` of `namespace` on this instance, each once.
@@ -185,16 +232,21 @@ impl LocalNode {
         let Some(member) = ns.sockets.remove(&socket.id) else {
             return;
         };
+        let mut emptied = Vec::new();
         for room in &member.rooms {
             if let Some(ids) = ns.rooms.get_mut(room) {
                 ids.remove(&socket.id);
                 if ids.is_empty() {
                     ns.rooms.remove(room);
+                    emptied.push(room);
                 }
             }
         }
         if ns.sockets.is_empty() {
             registry.namespaces.remove(&socket.namespace);
+        }
+        for room in emptied {
+            registry.room_changed(&socket.namespace, room);
         }
         if let Some(count) = registry.users.get_mut(&socket.identity.user_id) {
             *count = count.saturating_sub(1);
@@ -226,10 +278,12 @@ impl LocalNode {
             return Err(JoinError::TooManyRooms);
         }
         member.rooms.insert(room.to_owned());
-        ns.rooms
-            .entry(room.to_owned())
-            .or_default()
-            .insert(socket.id.clone());
+        let members = ns.rooms.entry(room.to_owned()).or_default();
+        let created = members.is_empty();
+        members.insert(socket.id.clone());
+        if created {
+            registry.room_changed(&socket.namespace, room);
+        }
         Ok(true)
     }
 
@@ -248,6 +302,7 @@ impl LocalNode {
             ids.remove(&socket.id);
             if ids.is_empty() {
                 ns.rooms.remove(room);
+                registry.room_changed(&socket.namespace, room);
             }
         }
         true

@@ -32,7 +32,17 @@
 //! end, and each instance tells its own sockets in those rooms that those members left. So
 //! [`Adapter::room_members`] answers from memory, without a round trip, and heals by itself.
 //!
-//! Not done: per-room (sharded) channels; every instance receives every broadcast.
+//! # Per-room channels
+//!
+//! A broadcast to one room (other than `user:` and `session:` rooms) goes on that room's own
+//! channel, `<prefix>r:<namespace>#<room>`, which only the instances with a member in the room
+//! subscribe to: an instance hears only the rooms it serves, so adding instances does not
+//! multiply the work of every one. The adapter subscribes when a room gets its first local
+//! member and unsubscribes when it loses its last (one task applies these in order, from the
+//! node's current state); a `join` is acknowledged only after its room's subscription is in
+//! place, so no message sent after the ack can miss the new member. Everything else (several
+//! rooms at once, everyone, `user:`/`session:` rooms, disconnects, presence, heartbeats) goes on
+//! the shared channel.
 
 mod peers;
 mod wire;
@@ -54,8 +64,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::{AckReplies, AckReply, Adapter, BroadcastMessage, PresenceChange};
+use crate::adapter::{AckReplies, AckReply, Adapter, BroadcastMessage, PresenceChange, Target};
 use crate::error::AdapterError;
+use crate::keel_events::is_reserved_room;
 use crate::node::LocalNode;
 use crate::socket::{OutPacket, SocketId};
 use crate::socketio::{self, Limits, MAIN_NAMESPACE, Packet, PacketKind, Value};
@@ -180,9 +191,12 @@ impl RedisAdapterBuilder {
             state: self.state,
             on_resubscribe: self.on_resubscribe,
             peers: Mutex::new(Peers::default()),
+            rooms: tokio::sync::Mutex::new(RoomSubscriptions::default()),
         });
+        let room_changes = inner.node.watch_rooms();
         let stop = CancellationToken::new();
         tokio::spawn(subscriber(inner.clone(), self.client, stop.clone()));
+        tokio::spawn(follow_rooms(inner.clone(), room_changes, stop.clone()));
         tokio::spawn(heartbeat(inner.clone(), stop.clone()));
         RedisAdapter { inner, stop }
     }
@@ -278,6 +292,17 @@ struct Inner {
     on_resubscribe: Option<Callback>,
     /// The other instances and their sockets' room memberships.
     peers: Mutex<Peers>,
+    /// The subscriber connection's sink and the room channels it is subscribed to. An async
+    /// lock: (un)subscribing waits for Redis, and the changes must reach it in order.
+    rooms: tokio::sync::Mutex<RoomSubscriptions>,
+}
+
+/// What the current subscriber connection is subscribed to, besides the shared channels.
+#[derive(Default)]
+struct RoomSubscriptions {
+    /// `None` while there is no subscriber connection.
+    sink: Option<redis::aio::PubSubSink>,
+    channels: HashSet<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -290,6 +315,10 @@ fn hex(bytes: &[u8]) -> String {
 
 fn instance_channel(prefix: &str, id: &InstanceId) -> String {
     format!("{prefix}i:{}", hex(id))
+}
+
+fn room_channel(prefix: &str, namespace: &str, room: &str) -> String {
+    format!("{prefix}r:{namespace}#{room}")
 }
 
 fn millis(ms: u64) -> Duration {
@@ -330,6 +359,55 @@ impl Inner {
         tokio::time::timeout(millis(self.config.publish_timeout_ms), publish)
             .await
             .unwrap_or_else(|_| Err(AdapterError::new("Redis PUBLISH timed out")))
+    }
+
+    /// The channel a broadcast travels on: its room's own channel when it is for one room
+    /// other than a `user:` or `session:` room, else the shared one.
+    fn channel_for(&self, message: &BroadcastMessage) -> String {
+        match &message.target {
+            Target::Rooms(rooms) => match rooms.as_slice() {
+                [room] if !is_reserved_room(room) => {
+                    room_channel(&self.config.channel_prefix, &message.namespace, room)
+                }
+                _ => self.broadcast_channel.clone(),
+            },
+            Target::All => self.broadcast_channel.clone(),
+        }
+    }
+
+    /// Brings the subscription to a room's channel in line with the node: subscribed while the
+    /// room has a local member, not otherwise. Without a subscriber connection it does nothing;
+    /// the next connection subscribes to every local room.
+    async fn sync_room(&self, namespace: &str, room: &str) {
+        let channel = room_channel(&self.config.channel_prefix, namespace, room);
+        let mut rooms = self.rooms.lock().await;
+        let wanted = self.node.has_room(namespace, room);
+        if wanted == rooms.channels.contains(&channel) {
+            return;
+        }
+        let Some(sink) = rooms.sink.as_mut() else {
+            return;
+        };
+        let timeout = millis(self.config.connect_timeout_ms);
+        let result = if wanted {
+            tokio::time::timeout(timeout, sink.subscribe(&channel)).await
+        } else {
+            tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "realtime adapter: room channel (un)subscribe failed");
+            }
+            Err(_) => tracing::warn!("realtime adapter: room channel (un)subscribe timed out"),
+        }
+        // Recorded even after a failure: a connection that fails is replaced, and its
+        // successor subscribes from the node's state.
+        if wanted {
+            rooms.channels.insert(channel);
+        } else {
+            rooms.channels.remove(&channel);
+        }
     }
 
     fn lock_peers(&self) -> std::sync::MutexGuard<'_, Peers> {
@@ -627,13 +705,9 @@ impl Adapter for RedisAdapter {
     fn broadcast(&self, message: BroadcastMessage) -> BoxFuture<'_, Result<(), AdapterError>> {
         self.inner.node.deliver(&message);
         let payload = wire::encode_broadcast(&self.inner.id, broadcast_ref(&message));
+        let channel = self.inner.channel_for(&message);
         drop(message);
-        Box::pin(async move {
-            self.inner
-                .publish(&self.inner.broadcast_channel, &payload)
-                .await
-                .map(drop)
-        })
+        Box::pin(async move { self.inner.publish(&channel, &payload).await.map(drop) })
     }
 
     fn broadcast_with_ack(
@@ -662,9 +736,11 @@ impl Adapter for RedisAdapter {
             let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
             let payload =
                 wire::encode_ack_broadcast(&inner.id, request, timeout_ms, broadcast_ref(&message));
+            let channel = inner.channel_for(&message);
             drop(message);
-            // Every listening instance, this one included, reports how many answers to expect.
-            let instances = inner.publish(&inner.broadcast_channel, &payload).await?;
+            // Every listening instance, this one included when it listens on that channel,
+            // reports how many answers to expect.
+            let instances = inner.publish(&channel, &payload).await?;
 
             let mut replies = Vec::new();
             let (mut local_replies, mut local_open) = (0, true);
@@ -728,6 +804,9 @@ impl Adapter for RedisAdapter {
         let payload = wire::encode_presence(&self.inner.id, &member, change.joined);
         Box::pin(async move {
             delivered?;
+            // The join is acknowledged after this returns: by then this instance listens on
+            // the room's channel, so nothing sent to the room afterwards misses the new member.
+            self.inner.sync_room(&member.namespace, &member.room).await;
             self.inner
                 .publish(&self.inner.broadcast_channel, &payload)
                 .await
@@ -791,13 +870,23 @@ async fn subscriber(inner: Arc<Inner>, client: redis::Client, stop: Cancellation
         match connected {
             Ok(Ok(pubsub)) => {
                 backoff = min;
-                inner.subscribed();
-                let why = listen(&inner, pubsub, &stop).await;
-                inner.state.send_modify(|state| state.subscribed = false);
-                if stop.is_cancelled() {
-                    return;
+                let (sink, stream) = pubsub.split();
+                if let Err(error) = subscribe_rooms(&inner, sink.clone()).await {
+                    tracing::warn!(%error, "realtime adapter cannot subscribe to its rooms");
+                    inner.rooms.lock().await.sink = None;
+                } else {
+                    inner.subscribed();
+                    let why = listen(&inner, sink, stream, &stop).await;
+                    let mut rooms = inner.rooms.lock().await;
+                    rooms.sink = None;
+                    rooms.channels.clear();
+                    drop(rooms);
+                    inner.state.send_modify(|state| state.subscribed = false);
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(why, "realtime adapter lost its Redis subscription");
                 }
-                tracing::warn!(why, "realtime adapter lost its Redis subscription");
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "realtime adapter cannot subscribe to Redis");
@@ -825,13 +914,62 @@ async fn subscribe(
     Ok(pubsub)
 }
 
+/// Subscribes a new connection to the channels of every room with a local member, and makes
+/// it the connection that room changes go to.
+async fn subscribe_rooms(
+    inner: &Inner,
+    mut sink: redis::aio::PubSubSink,
+) -> redis::RedisResult<()> {
+    let mut rooms = inner.rooms.lock().await;
+    let prefix = &inner.config.channel_prefix;
+    let channels: HashSet<String> = inner
+        .node
+        .public_rooms()
+        .into_iter()
+        .map(|(namespace, room)| room_channel(prefix, &namespace, &room))
+        .collect();
+    if !channels.is_empty() {
+        let list: Vec<&String> = channels.iter().collect();
+        tokio::time::timeout(
+            millis(inner.config.connect_timeout_ms),
+            sink.subscribe(list),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Io, "subscribing to rooms timed out"))
+        })??;
+    }
+    rooms.sink = Some(sink);
+    rooms.channels = channels;
+    Ok(())
+}
+
+/// Applies the node's room changes to the room channel subscriptions, in order, until the
+/// adapter is dropped.
+async fn follow_rooms(
+    inner: Arc<Inner>,
+    mut changes: mpsc::UnboundedReceiver<crate::node::RoomKey>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (namespace, room) = tokio::select! {
+            () = stop.cancelled() => return,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        inner.sync_room(&namespace, &room).await;
+    }
+}
+
 /// Delivers messages until the connection fails or stops answering `PING`; returns why.
 async fn listen(
     inner: &Arc<Inner>,
-    pubsub: redis::aio::PubSub,
+    mut sink: redis::aio::PubSubSink,
+    mut stream: redis::aio::PubSubStream,
     stop: &CancellationToken,
 ) -> &'static str {
-    let (mut sink, mut stream) = pubsub.split();
     let period = millis(inner.config.ping_interval_ms.max(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

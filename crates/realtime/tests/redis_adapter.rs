@@ -469,3 +469,72 @@ async fn wait_for_members(instance: &Instance, room: &str, expected: &[&str]) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Room broadcasts travel on the room's own channel, which only the instances with a member in
+/// the room listen to: C, with no member, is not among its subscribers, and an instance stops
+/// listening when its last member leaves or disconnects.
+#[actix_web::test]
+async fn only_instances_with_members_listen_on_a_rooms_channel() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis).await;
+    let b = Instance::start(&redis).await;
+    let c = Instance::start(&redis).await;
+    let mut alice = a.client(1, 1).await;
+    let mut bob = b.client(2, 2).await;
+    let _carol = c.client(3, 3).await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection");
+    let channel = "keel:rt:r:/#room:shard";
+
+    join(&mut alice, "room:shard").await;
+    // The join ack comes after A's subscription: no waiting needed.
+    assert_eq!(subscribers(&mut conn, channel).await, 1);
+    join(&mut bob, "room:shard").await;
+    assert_eq!(subscribers(&mut conn, channel).await, 2);
+    let ack = alice
+        .call(7, "message", json!({"room": "room:shard", "body": "hi"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(bob.event("message").await["body"], "hi");
+
+    let ack = bob.call(8, "leave", json!({"room": "room:shard"})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    wait_for_subscribers(&mut conn, channel, 1).await;
+    drop(alice);
+    wait_for_subscribers(&mut conn, channel, 0).await;
+    for instance in [a, b, c] {
+        instance.server.stop().await;
+    }
+}
+
+async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let (_, count): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    count
+}
+
+async fn wait_for_subscribers(
+    conn: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    expected: u64,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = subscribers(conn, channel).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{now} subscribers, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
