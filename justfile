@@ -23,3 +23,8 @@ lint:
 # The effective configuration, secrets redacted.
 config:
     cargo run -q -p server -- --print-config
+
+# Benchmarks (issue #6): release build, Keel against its references, docs/benchmarks.md.
+# Arguments pass through, e.g. `just bench --quick` or `just bench --only http`.
+bench *args:
+    bash bench/run.sh {{args}}
