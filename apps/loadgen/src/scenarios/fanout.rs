@@ -29,8 +29,10 @@ use crate::stats::{Summary, now_nanos, round3};
 /// The ack id of the `join` every socket sends first; message acks come after it.
 const JOIN_ACK_ID: u64 = 1;
 
-/// Receivers' read buffer: a burst arrives as many small frames, a few KiB per read.
-const RECEIVER_READ_BUFFER: usize = 16 * 1024;
+/// Receivers' read buffer. tungstenite zero-fills the whole spare buffer before every read
+/// (the one that finds nothing included), so a large buffer costs memset time on every
+/// delivery; 4 KiB still takes a burst's frames a few dozen per read.
+const RECEIVER_READ_BUFFER: usize = 4 * 1024;
 
 /// Counters every socket task updates; the run's coordinator polls them.
 #[derive(Debug, Default)]
