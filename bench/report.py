@@ -142,6 +142,15 @@ def aggregate(reps):
                     for k in good[0]["wrk"]["errors"]
                 },
             )
+            if any("redis_calls" in r for r in good):
+                requests = sum(r["wrk"]["requests"] for r in good) or 1
+                calls = {}
+                for r in good:
+                    for command, count in (r.get("redis_calls") or {}).items():
+                        calls[command] = calls.get(command, 0) + count
+                entry["redis_calls_per_request"] = {
+                    command: count / requests for command, count in sorted(calls.items())
+                }
         elif tool == "redis-benchmark" and good:
             rps = [r["rps"] for r in good]
             entry.update(
@@ -345,6 +354,13 @@ def render(machine, scenarios, target_rows, points, plot_name):
           f"{e['rps_min']:,.0f}–{e['rps_max']:,.0f} | {cell(e.get('p50_ms'))} | {cell(e.get('p99_ms'))} | "
           f"{e.get('errors', 0):,} | {cell(server_cpu, '{:.0f}%')} | {cores_shown} |")
     w("")
+    for name, text in (("me-redis", "`GET /me`"), ("refresh-redis", "`POST /refresh`")):
+        calls = (scenarios.get(name) or {}).get("redis_calls_per_request")
+        if calls:
+            detail = ", ".join(f"{c} {v:.2f}" for c, v in calls.items())
+            w(f"On Redis, {text} made {sum(calls.values()):.2f} Redis commands per request "
+              f"({detail}; from Redis's own command counters over the measured runs).")
+            w("")
     me = scenarios.get("me-memory", {}).get("rps_median")
     lim = scenarios.get("me-memory-limits", {}).get("rps_median")
     if me and lim:

@@ -252,6 +252,19 @@ WATCH_PIDS=()
 watch_pid() { WATCH_PIDS+=("$1"); WATCH_NAMES[$1]="$2"; }
 unwatch_all() { WATCH_PIDS=(); WATCH_NAMES=(); }
 
+# Redis commands by name (cmdstat_get 123), when REDIS_WATCH_PORT names the private Redis: the
+# Redis runs report Redis calls per request.
+REDIS_WATCH_PORT=""
+redis_calls() {
+  [ -n "$REDIS_WATCH_PORT" ] || return 0
+  redis-cli -p "$REDIS_WATCH_PORT" info commandstats 2>/dev/null | tr -d '\r' |
+    awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" {sub(/^cmdstat_/, "", $1); print $1, $3}'
+}
+redis_calls_json() { # before after -> {"get":n,...} of the differences
+  awk 'NR==FNR{b[$1]=$2; next} {d=$2-b[$1]; if (d>0) {s=s sep "\"" $1 "\":" d; sep=","}} END{print "{" s "}"}' \
+    <(echo "$1") <(echo "$2")
+}
+
 record() { # one JSON line into results.jsonl
   printf '%s\n' "$1" >>"$RUN/results.jsonl"
 }
@@ -260,8 +273,9 @@ record() { # one JSON line into results.jsonl
 wrk_run() {
   local scenario="$1" rep="$2" conns="$3" secs="$4" script="$5" url="$6"
   shift 6
-  local out="$RUN/raw/$scenario-$rep.txt" json cpu threads="$WRK_THREADS"
+  local out="$RUN/raw/$scenario-$rep.txt" json cpu threads="$WRK_THREADS" redis_before redis_extra=""
   [ "$threads" -le "$conns" ] || threads="$conns"
+  redis_before=$(redis_calls)
   cpu_start
   if ! env BENCH_WRK_DIR="$BENCH_DIR/wrk" BENCH_THREADS="$threads" "$@" "${PIN_LOAD[@]}" \
     wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency -s "$BENCH_DIR/wrk/$script" "$url" \
@@ -269,13 +283,14 @@ wrk_run() {
     log "wrk failed for $scenario ($rep), see $out"
   fi
   cpu=$(cpu_stop_json)
+  [ -z "$REDIS_WATCH_PORT" ] || redis_extra=",\"redis_calls\":$(redis_calls_json "$redis_before" "$(redis_calls)")"
   json=$(sed -n 's/^BENCH_JSON //p' "$out" | tail -n 1)
   if [ "$rep" = warmup ]; then return 0; fi
   if [ -z "$json" ]; then
     record "{\"scenario\":\"$scenario\",\"rep\":$rep,\"tool\":\"wrk\",\"connections\":$conns,\"failed\":true,\"raw\":\"raw/$scenario-$rep.txt\"}"
     return 0
   fi
-  record "{\"scenario\":\"$scenario\",\"rep\":$rep,\"tool\":\"wrk\",\"connections\":$conns,\"threads\":$threads,\"secs\":$secs,\"wrk\":$json,\"cpu\":$cpu,\"raw\":\"raw/$scenario-$rep.txt\"}"
+  record "{\"scenario\":\"$scenario\",\"rep\":$rep,\"tool\":\"wrk\",\"connections\":$conns,\"threads\":$threads,\"secs\":$secs,\"wrk\":$json,\"cpu\":$cpu$redis_extra,\"raw\":\"raw/$scenario-$rep.txt\"}"
   log "$(printf '%-16s rep %s: %s' "$scenario" "$rep" \
     "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); e=d["errors"]; print("%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (d["rps"], d["latency_us"]["p50"]/1e3, d["latency_us"]["p99"]/1e3, sum(e.values())))' "$json")")"
 }
@@ -535,9 +550,13 @@ run_http() {
   wrk_run me-redis warmup "$CONNS" "$WARMUP" me.lua "$redis_url" BENCH_TOKENS="$RUN/tokens/me-redis.access"
   for rep in $(seq "$REPS"); do
     redis_bench_run "$rep" "$redis_n"
+    REDIS_WATCH_PORT="$REDIS_PORT"
     wrk_run me-redis "$rep" "$CONNS" "$DURATION" me.lua "$redis_url" BENCH_TOKENS="$RUN/tokens/me-redis.access"
+    REDIS_WATCH_PORT=""
   done
+  REDIS_WATCH_PORT="$REDIS_PORT"
   refresh_runs "$redis_url" refresh-redis
+  REDIS_WATCH_PORT=""
   stop_pid "$redis_keel_pid" "$RUN/logs/keel-redis.log"
   stop_pid "$redis_pid"
   unwatch_all
