@@ -58,7 +58,11 @@ What the scenarios are:
   socket, connects/s), fan-out to one room (burst, and paced at 50 messages/s), `ping` ack round
   trips in a closed loop, and fan-out across two Keel instances sharing the private Redis.
 
-Errors count wrk's socket errors (connect, read, write, timeout) and non-2xx/3xx answers.
+Errors count wrk's socket errors (connect, read, write, timeout) and non-2xx/3xx answers. The
+Redis runs also count Redis's own command counters, so the page says how many Redis commands
+one request costs. A ⚠ beside a row means something other than the server used the server's
+core during that run (a compiler, say): those figures are not to be trusted. `--only` runs
+regenerate this page with the other half marked "not run"; publish a full run.
 """
 
 TARGETS_DOC = [
@@ -288,7 +292,39 @@ plot "{data}" using 2:3 with linespoints lw 2 pt 7 title "p50", \\
     return points
 
 
+# Scenarios each target is computed from, to flag a target whose inputs were disturbed.
+TARGET_INPUTS = {
+    "health_vs_hello": ["health", "hello"],
+    "me_memory_vs_health": ["me-memory", "health"],
+    "me_redis_vs_redis_get": ["me-redis"],
+    "me_redis_p99": ["me-redis"],
+    "idle_rss_10k": [],
+    "fanout_burst": ["fanout-memory-burst"],
+    "fanout_paced_p99": ["fanout-memory-paced"],
+    "acks_rate": ["acks"],
+    "acks_p99": ["acks"],
+}
+
+
+def disturbed(scenarios, machine):
+    """Scenarios during which something other than our servers used the server core: the
+    core's utilisation minus the CPU share of the servers on it (redis-server lives on the load
+    cores; redis-benchmark runs on the server core unwatched, so its row is not judged)."""
+    out = {}
+    core = f"cpu{machine.get('server_cpus')}"
+    for name, entry in scenarios.items():
+        if name == "redis-get":
+            continue
+        busy = (entry.get("cores_busy_pct") or {}).get(core)
+        procs = entry.get("process_cpu_pct") or {}
+        ours = sum(v for k, v in procs.items() if k != "redis" and v is not None)
+        if busy is not None and procs and busy - ours > 15:
+            out[name] = busy - ours
+    return out
+
+
 def render(machine, scenarios, target_rows, points, plot_name):
+    noisy = disturbed(scenarios, machine)
     st = machine.get("settings", {})
     lines = []
     w = lines.append
@@ -299,6 +335,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
           "works and are not the ones to quote.**")
         w("")
     busy = machine.get("busy_at_start") or "nothing"
+    busy_end = machine.get("busy_at_end") or "nothing"
     date = machine.get("date_utc", "")
     if len(date) == 16:  # 20261127T095658Z
         date = f"{date[0:4]}-{date[4:6]}-{date[6:8]} {date[9:11]}:{date[11:13]}:{date[13:15]}"
@@ -311,7 +348,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
       f"{machine.get('rustc')}, {machine.get('wrk')}, redis {machine.get('redis')}, "
       f"file limit {machine.get('nofile_limit')}.")
     w(f"- Load average at start {machine.get('load_average_start')}, at end "
-      f"{machine.get('load_average_end')}; compilers running at start: {busy}.")
+      f"{machine.get('load_average_end')}; compilers running at start: {busy}; at end: {busy_end}.")
     w(f"- Settings: {st.get('reps')} repetition(s) of {st.get('duration_s')} s after a "
       f"{st.get('warmup_s')} s warm-up, {st.get('connections')} connections: wrk "
       f"`-t{st.get('wrk_threads', 1)} -c{st.get('connections')} --latency --timeout 10s` (one thread "
@@ -326,6 +363,8 @@ def render(machine, scenarios, target_rows, points, plot_name):
     w("|---|---|---|---|")
     for (tid, text), row in zip(TARGETS_DOC, target_rows):
         status = {"met": "met", "missed": "**missed**"}.get(row["status"], row["status"])
+        if row["status"] != "not measured" and any(n in noisy for n in TARGET_INPUTS.get(tid, [])):
+            status += " ⚠ (disturbed run)"
         w(f"| {text} | {row['shown'] or '–'} | {row['goal']} | {status} |")
     w("")
 
@@ -340,6 +379,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
     w("")
     w("| scenario | conns | req/s (median) | spread | p50 ms | p99 ms | errors | server CPU | cores busy |")
     w("|---|---:|---:|---|---:|---:|---:|---:|---|")
+    stolen = []
     rows = list(HTTP_ROWS)
     rows.insert(5, ("redis-get", "redis-benchmark GET, private Redis (reference)"))
     for name, text in rows:
@@ -350,10 +390,19 @@ def render(machine, scenarios, target_rows, points, plot_name):
         server_cpu = (e.get("process_cpu_pct") or {}).get(SERVER_PROCESS.get(name, "keel"))
         cores = e.get("cores_busy_pct") or {}
         cores_shown = " / ".join(f"{v:.0f}%" for _, v in sorted(cores.items())) or "–"
+        if name in noisy:
+            cores_shown += " ⚠"
+            stolen.append(f"{name} ({noisy[name]:.0f}%)")
         w(f"| {text} | {e.get('connections')} | {e['rps_median']:,.0f} | "
           f"{e['rps_min']:,.0f}–{e['rps_max']:,.0f} | {cell(e.get('p50_ms'))} | {cell(e.get('p99_ms'))} | "
           f"{e.get('errors', 0):,} | {cell(server_cpu, '{:.0f}%')} | {cores_shown} |")
     w("")
+    if stolen:
+        w("⚠ **Other processes used the server core during these runs** (its utilisation minus the "
+          f"server's own share): {', '.join(stolen)}. The server did not have its core to itself, so "
+          "these figures and the ratios built on them are not trustworthy; run again on a quiet "
+          "machine.")
+        w("")
     for name, text in (("me-redis", "`GET /me`"), ("refresh-redis", "`POST /refresh`")):
         calls = (scenarios.get(name) or {}).get("redis_calls_per_request")
         if calls:
@@ -402,6 +451,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
 
 
 def realtime_tables(w, scenarios, machine):
+    noisy = disturbed(scenarios, machine)
     idle = [(k, v) for k, v in scenarios.items() if k.startswith("idle-")]
     if idle:
         w("| idle sockets | connected (median) | failed | connects/s | RSS growth per socket |")
@@ -434,7 +484,7 @@ def realtime_tables(w, scenarios, machine):
             g = lambda key: figures.get(key, {}).get("median")  # noqa: E731
             w(f"| {text} | {num(d.get('median'))} | {num(d.get('min'))}–{num(d.get('max'))} | "
               f"{num(g('lost'))} | {cell(g('p50_ms'))} | {cell(g('p99_ms'))} | {cell(g('max_ms'))} | "
-              f"{cpu_cells(scenarios[name])} |")
+              f"{cpu_cells(scenarios[name], name in noisy)} |")
         w("")
     figures = (scenarios.get("acks") or {}).get("figures")
     if figures:
@@ -444,7 +494,7 @@ def realtime_tables(w, scenarios, machine):
         w("|---|---:|---|---:|---:|---:|---:|---|")
         w(f"| 100 sockets, `ping` in a closed loop | {num(a.get('median'))} | "
           f"{num(a.get('min'))}–{num(a.get('max'))} | {cell(g('p50_ms'))} | {cell(g('p99_ms'))} | "
-          f"{cell(g('max_ms'))} | {cpu_cells(scenarios['acks'])} |")
+          f"{cell(g('max_ms'))} | {cpu_cells(scenarios['acks'], 'acks' in noisy)} |")
         w("")
     if figures or any(name in scenarios for name, _ in rows):
         w("Realtime CPU figures cover a whole loadgen run, its connects and joins included, so they "
@@ -456,12 +506,14 @@ def realtime_tables(w, scenarios, machine):
         w("")
 
 
-def cpu_cells(entry):
+def cpu_cells(entry, flagged=False):
     """Server CPU (all Keel instances added up) and each core's utilisation, for one scenario."""
     procs = entry.get("process_cpu_pct") or {}
     keel = [v for k, v in procs.items() if k.startswith("keel") and v is not None]
     cores = entry.get("cores_busy_pct") or {}
     shown = " / ".join(f"{v:.0f}%" for _, v in sorted(cores.items())) or "–"
+    if flagged:
+        shown += " ⚠"
     return f"{cell(sum(keel) if keel else None, '{:.0f}%')} | {shown}"
 
 

@@ -659,10 +659,13 @@ fanout_runs() { # prefix --url A [--url B]
 [ "$ONLY" = realtime ] || run_http
 [ "$ONLY" = http ] || run_realtime
 
+M_BUSY=$(pgrep -a 'rustc|cargo' 2>/dev/null | awk '{print $2}' | sed 's|.*/||' | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}' || true)
+export M_BUSY
 python3 - "$RUN/machine.json" <<'EOF'
-import json, sys
+import json, os, sys
 facts = json.load(open(sys.argv[1]))
 facts["load_average_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
+facts["busy_at_end"] = os.environ["M_BUSY"]
 json.dump(facts, open(sys.argv[1], "w"), indent=2)
 EOF
 
