@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 
 use actix_web::HttpRequest;
-use actix_web::http::header::HeaderMap;
 use keel_domain::{BoxFuture, SessionId, UserId};
 use serde::Serialize;
 
@@ -46,8 +45,6 @@ pub struct ConnectRequest<'a> {
     pub namespace: &'a str,
     /// The CONNECT packet's `auth` object (`io(url, { auth: { token } })`), if any.
     pub auth: Option<&'a JsonObject>,
-    /// The headers of the HTTP request that opened the connection (cookies, `Origin`).
-    pub headers: &'a HeaderMap,
     /// The client IP, as [`ConnectAuth::client_ip`] determined it at upgrade time.
     pub client_ip: Option<IpAddr>,
     /// What [`ConnectAuth::on_upgrade`] captured from the upgrade request, if anything.

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError, Session};
 use bytes::Bytes;
 use serde::Serialize;
@@ -29,10 +28,11 @@ use crate::socketio::{Decoder, JsonObject, MAIN_NAMESPACE, Packet, PacketKind, V
 /// waiting means something loops, and the connection is closed instead.
 const CONTROL_CAPACITY: usize = 64;
 
-/// What the upgrade request told us, kept for every CONNECT of the connection.
+/// What the upgrade request told us, kept for every CONNECT of the connection. Not its headers:
+/// a copy of the request's header map costs kilobytes per idle connection, and what the
+/// connect-auth port needs from them it captures in `on_upgrade`.
 #[derive(Debug)]
 pub(crate) struct Upgrade {
-    pub(crate) headers: HeaderMap,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) captured: Option<String>,
 }
@@ -322,7 +322,17 @@ impl Conn {
         }
     }
 
-    async fn on_socketio(&mut self, packet: Packet) -> Result<(), CloseWhy> {
+    /// Handles one Socket.IO packet in a future of its own on the heap: the state of a CONNECT
+    /// or an event handler is large, and inlined it would make every idle connection's task
+    /// carry that size for its whole life.
+    fn on_socketio(
+        &mut self,
+        packet: Packet,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CloseWhy>> + '_>> {
+        Box::pin(self.handle_socketio(packet))
+    }
+
+    async fn handle_socketio(&mut self, packet: Packet) -> Result<(), CloseWhy> {
         let Packet { namespace, kind } = packet;
         match kind {
             PacketKind::Connect(auth) => self.on_connect(namespace, auth).await,
@@ -416,7 +426,6 @@ impl Conn {
         let request = ConnectRequest {
             namespace,
             auth,
-            headers: &self.upgrade.headers,
             client_ip: self.upgrade.client_ip,
             captured: self.upgrade.captured.as_deref(),
         };

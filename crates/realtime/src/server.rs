@@ -309,7 +309,6 @@ impl RealtimeServer {
             return engine_error(StatusCode::TOO_MANY_REQUESTS, 3, "Too many connections");
         }
         let upgrade = Upgrade {
-            headers: req.headers().clone(),
             client_ip,
             captured: shared.auth.on_upgrade(&req),
         };
