@@ -355,6 +355,9 @@ def render(machine, scenarios, target_rows, points, plot_name):
       f"per load core); login at {st.get('login_connections')} connections; /me cycles over "
       f"{st.get('me_sessions')} sessions.")
     w(f"- Placement: {machine.get('placement')}")
+    for family in machine.get("failed_phases") or []:
+        w(f"- **The {family} scenarios stopped early** (see the run's log): rows without figures "
+          "were not measured.")
     w("")
 
     w("### Targets of issue #6")
@@ -528,6 +531,12 @@ def main():
         path = os.path.join(run, "raw", name)
         if os.path.exists(path):
             machine[key] = json.load(open(path)).get("skipped")
+    failed = []
+    for family in ("http", "realtime"):
+        path = os.path.join(run, "raw", f"phase-{family}-failed.json")
+        if os.path.exists(path):
+            failed.append(family)
+    machine["failed_phases"] = failed
     if machine.get("settings", {}).get("only") == "http":
         machine["realtime_skipped"] = "`--only http`"
     scenarios = aggregate(load_lines(os.path.join(run, "results.jsonl")))

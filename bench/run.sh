@@ -656,8 +656,27 @@ fanout_runs() { # prefix --url A [--url B]
   done
 }
 
-[ "$ONLY" = realtime ] || run_http
-[ "$ONLY" = http ] || run_realtime
+# Each family runs in a subshell with its own clean-up, so one that fails (a server killed from
+# outside, say) stops its own processes and the other family and the report still run.
+run_phase() { # name function
+  local rc
+  set +e
+  (
+    set -e
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    "$2"
+  )
+  rc=$?
+  set -e
+  [ "$rc" -ne 130 ] || exit 130
+  if [ "$rc" -ne 0 ]; then
+    log "the $1 scenarios stopped early (exit $rc); the report shows what they measured"
+    echo "{\"failed\":\"exit $rc\"}" >"$RUN/raw/phase-$1-failed.json"
+  fi
+}
+[ "$ONLY" = realtime ] || run_phase http run_http
+[ "$ONLY" = http ] || run_phase realtime run_realtime
 
 M_BUSY=$(pgrep -a 'rustc|cargo' 2>/dev/null | awk '{print $2}' | sed 's|.*/||' | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}' || true)
 export M_BUSY
