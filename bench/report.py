@@ -155,6 +155,13 @@ def aggregate(reps):
                 entry["redis_calls_per_request"] = {
                     command: count / requests for command, count in sorted(calls.items())
                 }
+            per_core = []
+            for r in good:
+                procs = (r.get("cpu") or {}).get("process_cpu_pct") or {}
+                share = procs.get(SERVER_PROCESS.get(name, "keel"))
+                if share and share > 5:
+                    per_core.append(r["wrk"]["rps"] / (share / 100))
+            entry["rps_per_core"] = median(per_core)
         elif tool == "redis-benchmark" and good:
             rps = [r["rps"] for r in good]
             entry.update(
@@ -378,17 +385,19 @@ def render(machine, scenarios, target_rows, points, plot_name):
       "of one core during the run (100% = one core busy; for redis-benchmark, redis-server's); cores "
       "busy is each core's utilisation (cpu0 / cpu1 / ...), everything on the machine included: "
       "a server core near 100% means the server was the bottleneck, a load core near 100% means "
-      "the load generator may have been.")
+      "the load generator may have been. Req/s per server core is the median over the runs of "
+      "req/s divided by the server's CPU share: what one fully busy core would serve, a figure "
+      "that survives a disturbed machine better than req/s does.")
     w("")
-    w("| scenario | conns | req/s (median) | spread | p50 ms | p99 ms | errors | server CPU | cores busy |")
-    w("|---|---:|---:|---|---:|---:|---:|---:|---|")
+    w("| scenario | conns | req/s (median) | spread | p50 ms | p99 ms | errors | server CPU | req/s per server core | cores busy |")
+    w("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     stolen = []
     rows = list(HTTP_ROWS)
     rows.insert(5, ("redis-get", "redis-benchmark GET, private Redis (reference)"))
     for name, text in rows:
         e = scenarios.get(name)
         if not e or e.get("rps_median") is None:
-            w(f"| {text} | – | not run | | | | | | |")
+            w(f"| {text} | – | not run | | | | | | | |")
             continue
         server_cpu = (e.get("process_cpu_pct") or {}).get(SERVER_PROCESS.get(name, "keel"))
         cores = e.get("cores_busy_pct") or {}
@@ -398,7 +407,8 @@ def render(machine, scenarios, target_rows, points, plot_name):
             stolen.append(f"{name} ({noisy[name]:.0f}%)")
         w(f"| {text} | {e.get('connections')} | {e['rps_median']:,.0f} | "
           f"{e['rps_min']:,.0f}–{e['rps_max']:,.0f} | {cell(e.get('p50_ms'))} | {cell(e.get('p99_ms'))} | "
-          f"{e.get('errors', 0):,} | {cell(server_cpu, '{:.0f}%')} | {cores_shown} |")
+          f"{e.get('errors', 0):,} | {cell(server_cpu, '{:.0f}%')} | "
+          f"{num(e.get('rps_per_core')) if name != 'redis-get' else '–'} | {cores_shown} |")
     w("")
     if stolen:
         w("⚠ **Other processes used the server core during these runs** (its utilisation minus the "
