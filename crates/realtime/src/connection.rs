@@ -197,14 +197,24 @@ impl Conn {
     }
 
     async fn read_loop(&mut self, input: &mut Input, control_rx: &mut mpsc::Receiver<Control>) {
+        // One cancellation waiter and one timer for the connection's life, moved rather than
+        // made anew for every message: registering and dropping them per packet cost more than
+        // the rest of an ack round trip.
         let closing = self.handle.closing.clone();
+        let cancelled = closing.cancelled();
+        tokio::pin!(cancelled);
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
         loop {
             let deadline = self.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
-                () = closing.cancelled() => break,
+                () = &mut cancelled => break,
                 Some(control) = control_rx.recv() => self.on_control(control).await,
-                () = tokio::time::sleep_until(deadline) => self.on_timer(),
+                () = &mut timer => self.on_timer(),
                 inbound = input.next() => {
                     let outcome = match inbound {
                         Err(why) => Err(why),
@@ -216,6 +226,13 @@ impl Conn {
                         tracing::debug!(?why, "closing realtime connection");
                         self.handle.close(why);
                     }
+                    // A client's burst is read from a buffer without ever waiting, and each
+                    // message may fan out to thousands of queues: give the writers a turn
+                    // every so often (Tokio's cooperative budget: 128 messages, half the
+                    // default `outbound_queue`), or a burst longer than the queue would
+                    // overflow the queues of perfectly healthy readers. Yielding after every
+                    // message would cost the batching that makes bursts cheap.
+                    tokio::task::consume_budget().await;
                 }
             }
         }
@@ -601,10 +618,14 @@ pub(crate) async fn write_loop<Q>(
 ) where
     Q: std::ops::DerefMut<Target = mpsc::Receiver<Outbound>>,
 {
+    // One cancellation waiter for the whole loop, not one registered and dropped per packet.
+    let closing = handle.closing.clone();
+    let cancelled = closing.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let item = tokio::select! {
             biased;
-            () = handle.closing.cancelled() => break,
+            () = &mut cancelled => break,
             item = queue.recv() => item,
         };
         let Some(item) = item else { break };
@@ -613,7 +634,7 @@ pub(crate) async fn write_loop<Q>(
         let written = tokio::select! {
             biased;
             result = &mut write => result.is_ok(),
-            () = handle.closing.cancelled() => {
+            () = &mut cancelled => {
                 if !handle.why().flushes() {
                     return;
                 }
