@@ -55,8 +55,11 @@ What the scenarios are:
 - **redis-benchmark GET**: the limit of one Redis round trip per request at the same number of
   clients, no pipelining.
 - **Realtime** (`apps/loadgen`, Socket.IO over WebSocket): idle sockets (server RSS growth per
-  socket, connects/s), fan-out to one room (burst, and paced at 50 messages/s), `ping` ack round
-  trips in a closed loop, and fan-out across two Keel instances sharing the private Redis.
+  socket, connects/s), fan-out to one room of 1,000 sockets (a burst of 200 messages, and paced
+  at 50 messages/s), `ping` ack round trips in a closed loop, and fan-out across two Keel
+  instances sharing the private Redis. A burst stays below Keel's per-socket outbound queue
+  (256): a one-worker Keel reads a longer burst and enqueues it to every receiver before any
+  writer runs, so every receiver is disconnected as a slow reader (`bench/run.sh` says more).
 
 Errors count wrk's socket errors (connect, read, write, timeout) and non-2xx/3xx answers. The
 Redis runs also count Redis's own command counters, so the page says how many Redis commands

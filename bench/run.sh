@@ -75,12 +75,15 @@ case "$ONLY" in all | http | realtime) ;; *) echo "run.sh: --only takes http or 
 if [ "$QUICK" = 1 ]; then
   DURATION="${DURATION:-3}"; REPS="${REPS:-1}"; WARMUP="${WARMUP:-1}"
   SWEEP=(1 4 16 64 256); SWEEP_SECS=2
-  FANOUT_BURST_MESSAGES=200
 else
   DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; WARMUP="${WARMUP:-3}"
   SWEEP=(1 2 4 8 16 32 64 128 256); SWEEP_SECS="$DURATION"
-  FANOUT_BURST_MESSAGES=1000
 fi
+# A burst is kept below Keel's per-socket outbound queue (realtime.outbound_queue, 256 frames):
+# a one-worker server reads a longer burst from the sender and enqueues it to every receiver
+# before any writer runs, so every queue overflows and every receiver is disconnected as a slow
+# reader (by design: memory stays bounded). 200 messages to 1,000 sockets = 200,000 deliveries.
+FANOUT_BURST_MESSAGES=200
 ME_SESSIONS=16        # sessions whose tokens /me cycles through
 LOGIN_CONNS=16        # login is argon2-bound; see the note where it runs
 FANOUT_SOCKETS=1000
@@ -446,6 +449,17 @@ if [ "$BUILD" = 1 ]; then
   fi
 fi
 if [ ! -x "$SERVER_BIN" ] || [ ! -x "$HELLO_BIN" ]; then die "release binaries missing in $TARGET_DIR/release"; fi
+# The processes run under names of their own (symlinks in the run directory), so that a stray
+# `pkill server` or `pkill -f release/server` elsewhere on the machine does not end a run.
+mkdir -p "$RUN/bin"
+ln -sf "$SERVER_BIN" "$RUN/bin/keel-bench-server"
+ln -sf "$HELLO_BIN" "$RUN/bin/keel-bench-hello"
+SERVER_BIN="$RUN/bin/keel-bench-server"
+HELLO_BIN="$RUN/bin/keel-bench-hello"
+if [ -x "$LOADGEN_BIN" ]; then
+  ln -sf "$LOADGEN_BIN" "$RUN/bin/keel-bench-loadgen"
+  LOADGEN_BIN="$RUN/bin/keel-bench-loadgen"
+fi
 
 # The environment of every Keel: as shipped (development profile, every middleware on,
 # access log on at `info`), JSON logs as in production, a shared Ed25519 key and cookie key
