@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         };
     }
 
-    telemetry::init(&config);
+    let _logs = telemetry::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

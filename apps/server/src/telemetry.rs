@@ -1,16 +1,33 @@
 //! Logs: `tracing` events on stdout, pretty for a terminal or one JSON object per line.
 
+use std::io::BufWriter;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
+/// Keeps the log writer thread running; dropping it flushes what is still queued. Hold it
+/// until the process ends.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code, reason = "held for its Drop")] WorkerGuard);
+
 /// Installs the global subscriber and a panic hook that logs panics as events (with their
-/// location) instead of raw stderr text. Call once, at start-up.
-pub fn init(config: &Config) {
+/// location) instead of raw stderr text. Call once, at start-up, and keep the guard.
+///
+/// Lines are formatted on the thread that logs and written by a thread of their own through a
+/// 64 KiB buffer, flushed whenever the queue runs empty: under load many lines share one
+/// `write`, instead of one system call per line under stdout's lock on a request's thread. The
+/// queue is not lossy: when it is full, logging waits rather than drop lines.
+pub fn init(config: &Config) -> LogGuard {
     let filter = EnvFilter::builder().parse_lossy(&config.log.level);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keel-log")
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let installed = match config.log_format() {
         LogFormat::Json => builder
             .json()
@@ -34,4 +51,5 @@ pub fn init(config: &Config) {
             .unwrap_or_default();
         tracing::error!(panic = %message, location = location.as_deref().unwrap_or("unknown"), "panic");
     }));
+    LogGuard(guard)
 }

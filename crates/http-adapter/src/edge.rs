@@ -229,13 +229,15 @@ impl AccessEvent<'_> {
 
     fn log(&self, status: u16, route: &str, user_id: Option<UserId>) {
         let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Strings and integers, not `%` (Display): a JSON subscriber records those directly,
+        // where a Display value is first formatted into a temporary string, on every request.
         tracing::info!(
             target: "keel::access",
-            method = %self.method,
+            method = self.method.as_str(),
             route,
             status,
             latency_us,
-            request_id = %self.request_id,
+            request_id = self.request_id.as_str(),
             user_id = user_id.as_ref().map(tracing::field::display),
             client_ip = %self.client_ip,
             "request"
