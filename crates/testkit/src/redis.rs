@@ -4,7 +4,9 @@
 //! child process on a free port of 127.0.0.1, with persistence off and its working files in a
 //! temporary directory, and kills it when dropped. Fault tests can [`stop`](RedisServer::stop),
 //! [`restart`](RedisServer::restart), [`pause`](RedisServer::pause) and
-//! [`resume`](RedisServer::resume) it.
+//! [`resume`](RedisServer::resume) it, pause its clients with
+//! [`client_pause`](RedisServer::client_pause), and ask it who is connected with
+//! [`clients`](RedisServer::clients).
 //!
 //! Start-up waits for the server's own "Ready to accept connections" log line and then for an
 //! answer to `PING`, within a bounded deadline: no fixed sleeps.
@@ -135,6 +137,57 @@ impl RedisServer {
         self.signal(Signal::SIGCONT);
     }
 
+    /// Sends `CLIENT PAUSE <ms> ALL` over a connection of its own and returns once Redis has
+    /// confirmed it, so the pause is in force from then on and ends at most `duration` later.
+    ///
+    /// Unlike [`pause`](Self::pause) the process keeps running: it accepts connections and
+    /// reads what clients send, but holds every command until the pause expires, and then runs
+    /// them (so a write sent meanwhile is applied late, unless its connection was closed first).
+    /// In Redis 7.0 `CLIENT UNPAUSE` is held like any other command, so a pause cannot be ended
+    /// early from a client: let it expire. `CLIENT LIST` is held too: call
+    /// [`clients`](Self::clients) only when no pause is in force.
+    ///
+    /// # Panics
+    ///
+    /// When Redis does not confirm the pause within a few seconds.
+    pub fn client_pause(&self, duration: Duration) {
+        let ms = duration.as_millis().max(1).to_string();
+        match command(self.port, &[&["CLIENT", "PAUSE", &ms, "ALL"]]).as_deref() {
+            Ok([Reply::Status(ok)]) if ok == "OK" => {}
+            other => panic!(
+                "redis-server on port {} did not confirm CLIENT PAUSE: {other:?}",
+                self.port
+            ),
+        }
+    }
+
+    /// Every client connection Redis has, as `CLIENT LIST` reports it, except the one this
+    /// call opens to ask.
+    ///
+    /// # Errors
+    ///
+    /// When Redis does not answer within a few seconds (it is stopped, frozen or paused) or
+    /// answers something unexpected.
+    pub fn clients(&self) -> std::io::Result<Vec<RedisClient>> {
+        let replies = command(self.port, &[&["CLIENT", "ID"], &["CLIENT", "LIST"]])?;
+        let [Reply::Integer(own), Reply::Bulk(list)] = replies.as_slice() else {
+            return Err(std::io::Error::other(format!(
+                "unexpected replies to CLIENT ID and CLIENT LIST: {replies:?}"
+            )));
+        };
+        let own = u64::try_from(*own).map_err(std::io::Error::other)?;
+        let mut clients = Vec::new();
+        for line in list.lines().filter(|line| !line.trim().is_empty()) {
+            let client = RedisClient::parse(line).ok_or_else(|| {
+                std::io::Error::other(format!("unexpected CLIENT LIST line: {line}"))
+            })?;
+            if client.id != own {
+                clients.push(client);
+            }
+        }
+        Ok(clients)
+    }
+
     fn signal(&self, signal: Signal) {
         let Some(child) = &self.child else {
             panic!("redis-server on port {} is not running", self.port);
@@ -146,6 +199,39 @@ impl RedisServer {
         if let Err(err) = kill(pid, signal) {
             panic!("cannot send {signal} to redis-server (pid {pid}): {err}");
         }
+    }
+}
+
+/// One client connection of a [`RedisServer`], from a `CLIENT LIST` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisClient {
+    /// The connection's id (`id=`).
+    pub id: u64,
+    /// The client's address and port (`addr=`).
+    pub addr: String,
+    /// Channels and patterns subscribed to (`sub=` + `psub=` + `ssub=`): more than 0 for a
+    /// pub/sub subscriber.
+    pub subscriptions: u64,
+    /// The last command it ran (`cmd=`).
+    pub last_command: String,
+    /// The whole line, for failure messages.
+    pub line: String,
+}
+
+impl RedisClient {
+    fn parse(line: &str) -> Option<RedisClient> {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let count = |name: &str| field(name).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        Some(RedisClient {
+            id: field("id")?.parse().ok()?,
+            addr: field("addr")?.to_owned(),
+            subscriptions: count("sub") + count("psub") + count("ssub"),
+            last_command: field("cmd").unwrap_or_default().to_owned(),
+            line: line.to_owned(),
+        })
     }
 }
 
@@ -307,6 +393,64 @@ fn ping(port: u16) -> std::io::Result<()> {
     }
 }
 
+/// A RESP2 reply, as far as [`command`] needs to read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    Status(String),
+    Integer(i64),
+    Bulk(String),
+    Nil,
+}
+
+/// Sends `commands` (pipelined) over a fresh connection with short timeouts and reads one
+/// reply per command.
+fn command(port: u16, commands: &[&[&str]]) -> std::io::Result<Vec<Reply>> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(3)))?;
+    let mut request = Vec::new();
+    for args in commands {
+        request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in *args {
+            request.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        }
+    }
+    (&stream).write_all(&request)?;
+    let mut reader = BufReader::new(&stream);
+    commands.iter().map(|_| read_reply(&mut reader)).collect()
+}
+
+fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at_checked(1).unwrap_or(("", ""));
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|_| std::io::Error::other(format!("bad RESP line {line:?}")))
+    };
+    match kind {
+        "+" => Ok(Reply::Status(rest.to_owned())),
+        "-" => Err(std::io::Error::other(format!("Redis answered {rest:?}"))),
+        ":" => Ok(Reply::Integer(number()?)),
+        "$" => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Reply::Nil);
+            };
+            let mut bytes = vec![0_u8; len + 2];
+            reader.read_exact(&mut bytes)?;
+            bytes.truncate(len);
+            Ok(Reply::Bulk(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        _ => Err(std::io::Error::other(format!(
+            "unsupported RESP reply {line:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +466,36 @@ mod tests {
         server.restart();
         assert_eq!(server.port(), port);
         ping(port).unwrap();
+    }
+
+    #[test]
+    fn lists_its_clients_but_not_the_asking_connection_and_pauses_them() {
+        let server = RedisServer::start();
+        assert_eq!(server.clients().unwrap(), Vec::new());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+        let mut subscriber = TcpStream::connect(addr).unwrap();
+        subscriber
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        subscriber
+            .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(subscriber.try_clone().unwrap());
+        // The confirmation, `*3 $9 subscribe $1 c :1`, is six lines.
+        for _ in 0..6 {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+        }
+        let clients = server.clients().unwrap();
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        assert_eq!(clients[0].subscriptions, 1, "{clients:?}");
+        assert_eq!(clients[0].last_command, "subscribe", "{clients:?}");
+
+        let started = Instant::now();
+        server.client_pause(Duration::from_millis(500));
+        // Held until the pause expires, then answered.
+        ping(server.port()).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(450));
     }
 
     #[test]
