@@ -179,7 +179,13 @@ start_keel() {
 }
 
 stop_pid() { # pid [log file to trim]
-  local pid="$1"
+  local pid="$1" status
+  if ! kill -0 "$pid" 2>/dev/null; then
+    status=0
+    wait "$pid" 2>/dev/null || status=$?
+    # 143 is SIGTERM, 137 SIGKILL: something else on the machine ended it.
+    log "pid $pid had already exited (status $status) before the harness stopped it"
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
