@@ -365,7 +365,11 @@ def render(machine, scenarios, target_rows, points, plot_name):
     w(f"- Command: `{machine.get('command')}` at {date} UTC, commit "
       f"`{machine.get('git_commit', '')[:12]}`"
       + (f" with {machine['git_dirty_files']} modified tracked files" if machine.get("git_dirty_files") else "")
-      + ".")
+      + "."
+      + (f" The server binary was built at {machine['server_built_at']}"
+         + (" by this run." if machine.get("built_by_this_run") else
+            " (`--no-build`: it may not match that commit).")
+         if machine.get("server_built_at") else ""))
     w(f"- Machine: {machine.get('nproc')} cores ({machine.get('cpu_model')}), "
       f"{machine.get('memory_kib', 0) / 1048576:.1f} GiB memory, Linux {machine.get('kernel')}, "
       f"{machine.get('rustc')}, {machine.get('wrk')}, redis {machine.get('redis')}, "

@@ -455,6 +455,15 @@ if [ "$BUILD" = 1 ]; then
   fi
 fi
 if [ ! -x "$SERVER_BIN" ] || [ ! -x "$HELLO_BIN" ]; then die "release binaries missing in $TARGET_DIR/release"; fi
+# When the binaries were built (with --no-build they may predate the commit recorded above).
+BUILT_AT=$(date -u -r "$SERVER_BIN" +%Y-%m-%dT%H:%M:%SZ)
+python3 - "$RUN/machine.json" "$BUILT_AT" "$BUILD" <<'EOF'
+import json, sys
+facts = json.load(open(sys.argv[1]))
+facts["server_built_at"] = sys.argv[2]
+facts["built_by_this_run"] = sys.argv[3] == "1"
+json.dump(facts, open(sys.argv[1], "w"), indent=2)
+EOF
 # The processes run under names of their own (symlinks in the run directory), so that a stray
 # `pkill server` or `pkill -f release/server` elsewhere on the machine does not end a run.
 mkdir -p "$RUN/bin"
