@@ -301,7 +301,11 @@ async fn http_and_the_official_client_work_through_nginx_and_stop_leaves_nothing
     )
     .await;
     let r = &result["results"];
-    assert_eq!(r["joinA"], json!({"ok": true}), "{result}");
+    assert_eq!(
+        r["joinA"],
+        json!({"ok": true, "members": [ada_id]}),
+        "{result}"
+    );
     assert_eq!(r["messageAck"]["ok"], true, "{result}");
     assert_eq!(r["message"]["from"], ada_id.as_str(), "{result}");
     assert_eq!(r["presenceJoined"]["userId"], bob_id.as_str(), "{result}");

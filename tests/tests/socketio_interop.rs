@@ -358,8 +358,22 @@ mod keel {
             args.extend_from_slice(transports);
             let result = run_ok("keel-rooms", &args).await;
             let r = &result["results"];
-            assert_eq!(r["joinA"], json!({"ok": true}), "{result}");
-            assert_eq!(r["joinB"], json!({"ok": true}), "{result}");
+            // The join ack lists the room's members, the joiner included (a Keel extension).
+            assert_eq!(
+                r["joinA"],
+                json!({"ok": true, "members": [ada.user_id]}),
+                "{result}"
+            );
+            let mut members: Vec<String> =
+                serde_json::from_value(r["joinB"]["members"].clone()).unwrap();
+            members.sort();
+            let mut both = vec![ada.user_id.clone(), bob.user_id.clone()];
+            both.sort();
+            assert_eq!(
+                (&r["joinB"]["ok"], members),
+                (&json!(true), both),
+                "{result}"
+            );
             assert_eq!(
                 r["presenceJoined"],
                 json!({"room": "room:interop", "userId": bob.user_id, "state": "joined"}),
