@@ -461,35 +461,8 @@ async fn three_server_processes_share_sessions_rooms_and_revocations() {
     }
 
     // Sign up on A, use the token on B.
-    let signup_on = |i: usize, who: &'static str| {
-        let client = client.clone();
-        let register_url = url(i, support::REGISTER);
-        let login_url = url(i, support::LOGIN);
-        async move {
-            let credentials = json!({"email": email(who), "password": PASSWORD});
-            let response = client
-                .post(register_url)
-                .json(&credentials)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
-            let response = client
-                .post(login_url)
-                .json(&credentials)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "login {who}");
-            let body: Value = response.json().await.unwrap();
-            (
-                body["accessToken"].as_str().unwrap().to_owned(),
-                body["user"]["id"].as_str().unwrap().to_owned(),
-            )
-        }
-    };
-    let (ada, ada_id) = signup_on(0, "ada").await;
-    let (cy, _) = signup_on(2, "cy").await;
+    let (ada, ada_id) = signup_on_process(&client, &servers[0], "ada").await;
+    let (cy, _) = signup_on_process(&client, &servers[2], "cy").await;
     let response = client
         .get(url(1, ME))
         .bearer_auth(&ada)
@@ -581,31 +554,8 @@ async fn presence_forgets_the_members_of_an_instance_killed_without_goodbye() {
     let a = ServerProcess::start(&env).await;
     let mut c = ServerProcess::start(&env).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut tokens = Vec::new();
-    for (server, who) in [(&a, "ada"), (&c, "cy")] {
-        let credentials = json!({"email": email(who), "password": PASSWORD});
-        let response = client
-            .post(server.url(support::REGISTER))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
-        let body: Value = client
-            .post(server.url(support::LOGIN))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tokens.push((
-            body["accessToken"].as_str().unwrap().to_owned(),
-            body["user"]["id"].as_str().unwrap().to_owned(),
-        ));
-    }
-    let [(ada, ada_id), (cy, cy_id)] = <[_; 2]>::try_from(tokens).unwrap();
+    let (ada, ada_id) = signup_on_process(&client, &a, "ada").await;
+    let (cy, cy_id) = signup_on_process(&client, &c, "cy").await;
     let room = "room:heal";
     let joined = json!({"room": room, "userId": cy_id, "state": "joined"});
     let left = json!({"room": room, "userId": cy_id, "state": "left"});
@@ -641,4 +591,32 @@ async fn presence_forgets_the_members_of_an_instance_killed_without_goodbye() {
         serde_json::from_value(result["results"]["after"]["members"].clone()).unwrap();
     members.sort();
     assert_eq!(members, vec![ada_id], "{result}");
+}
+
+/// Registers `who` on a server process and logs in there: the access token and the user id.
+async fn signup_on_process(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    who: &str,
+) -> (String, String) {
+    let credentials = json!({"email": email(who), "password": PASSWORD});
+    let response = client
+        .post(server.url(support::REGISTER))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
+    let response = client
+        .post(server.url(support::LOGIN))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "login {who}");
+    let body: Value = response.json().await.unwrap();
+    (
+        body["accessToken"].as_str().unwrap().to_owned(),
+        body["user"]["id"].as_str().unwrap().to_owned(),
+    )
 }

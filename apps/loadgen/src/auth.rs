@@ -41,6 +41,28 @@ fn random_credentials() -> (String, String) {
     )
 }
 
+/// POSTs the credentials to `url` and returns the answer when its status is `expected`.
+async fn post_credentials(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    (email, password): (&str, &str),
+    expected: StatusCode,
+) -> Result<reqwest::Response, crate::Error> {
+    let response = client
+        .post(url)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .map_err(|error| unreachable(url, &error))?;
+    let status = response.status();
+    if status != expected {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!("{what} at {url} failed: {status} {body}").into());
+    }
+    Ok(response)
+}
+
 async fn register(
     client: &reqwest::Client,
     base: &str,
@@ -48,17 +70,14 @@ async fn register(
     password: &str,
 ) -> Result<(), crate::Error> {
     let url = format!("{base}/api/v1/auth/register");
-    let response = client
-        .post(&url)
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .map_err(|error| unreachable(&url, &error))?;
-    let status = response.status();
-    if status != StatusCode::CREATED {
-        let body = response.text().await.unwrap_or_default();
-        return Err(format!("registration at {url} failed: {status} {body}").into());
-    }
+    post_credentials(
+        client,
+        &url,
+        "registration",
+        (email, password),
+        StatusCode::CREATED,
+    )
+    .await?;
     Ok(())
 }
 
@@ -69,17 +88,8 @@ async fn login(
     password: &str,
 ) -> Result<String, crate::Error> {
     let url = format!("{base}/api/v1/auth/login");
-    let response = client
-        .post(&url)
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .map_err(|error| unreachable(&url, &error))?;
-    let status = response.status();
-    if status != StatusCode::OK {
-        let body = response.text().await.unwrap_or_default();
-        return Err(format!("login at {url} failed: {status} {body}").into());
-    }
+    let response =
+        post_credentials(client, &url, "login", (email, password), StatusCode::OK).await?;
     let body: Value = response
         .json()
         .await
