@@ -78,12 +78,16 @@ fn assert_uuid(value: &Value, what: &str) {
     uuid::Uuid::parse_str(text).unwrap_or_else(|e| panic!("{what} {text}: {e}"));
 }
 
-/// `User`: `{"id", "email", "displayName", "createdAt"}` and nothing secret.
+/// `User`: `{"id", "email", "displayName", "emailVerified", "roles", "createdAt", "updatedAt"}`
+/// and nothing secret; a new account is unverified, without roles.
 fn assert_user(user: &Value, email: &str) {
     assert_uuid(&user["id"], "user.id");
     assert_eq!(user["email"], email, "{user}");
     assert!(user.get("displayName").is_some(), "{user}");
-    timestamp(&user["createdAt"], "user.createdAt");
+    assert_eq!(user["emailVerified"], false, "{user}");
+    assert_eq!(user["roles"], json!([]), "{user}");
+    let created = timestamp(&user["createdAt"], "user.createdAt");
+    assert!(timestamp(&user["updatedAt"], "user.updatedAt") >= created, "{user}");
     let text = user.to_string();
     assert!(
         !text.contains("argon2") && !text.contains(PASSWORD),

@@ -106,19 +106,11 @@ impl Accounts {
         }
         let password_hash = self.hasher.hash(password.expose_secret()).await?;
         let display_name = display_name.unwrap_or_else(|| DisplayName::from_email(&email));
-        let user = User {
-            id: UserId::generate(),
-            email,
-            display_name,
-            created_at: self.clock.now(),
-        };
+        let user = User::new(UserId::generate(), email, display_name, self.clock.now());
         // The repository enforces uniqueness atomically, so a concurrent registration of the
         // same email that passed the check above still fails here.
         self.users
-            .insert(UserRecord {
-                user: user.clone(),
-                password_hash,
-            })
+            .insert(UserRecord::new(user.clone(), password_hash))
             .await?;
         tracing::info!(user_id = %user.id, "account registered");
         Ok(user)

@@ -279,7 +279,9 @@ impl Auth {
         client: ClientInfo,
     ) -> Result<SignedIn, AuthError> {
         let inner = &self.inner;
-        let record = match Email::parse(email) {
+        // Lenient: an account registered before invisible characters were refused still signs
+        // in with the exact address it was registered with.
+        let record = match Email::parse_lenient(email) {
             Ok(email) => inner.users.find_by_email(&email).await?,
             Err(_) => None,
         };

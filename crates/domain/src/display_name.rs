@@ -4,14 +4,19 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::email::Email;
-use crate::validation::{ValidationError, codes, is_forbidden_in_text};
+use crate::validation::{
+    ValidationError, codes, is_forbidden_in_text, is_invisible, shapes_visible_text,
+};
 
 const FIELD: &str = "displayName";
 
-/// A user's display name: trimmed, 1 to 64 characters, no control characters and no invisible
-/// bidirectional overrides (which would let one name render as another).
+/// A user's display name: trimmed, in Unicode NFC, 1 to 64 characters, no control characters,
+/// no invisible bidirectional overrides (which would let one name render as another), and no
+/// invisible characters but the joiners and selectors that shape visible text (emoji
+/// sequences, Persian and Indic scripts). A name must show at least one visible character.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DisplayName(String);
 
@@ -21,7 +26,7 @@ impl DisplayName {
 
     /// Checks `input` (surrounding whitespace is ignored) and returns the name.
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let name = input.trim();
+        let name: String = input.trim().nfc().collect();
         if name.is_empty() {
             return Err(invalid(codes::REQUIRED, "a display name must not be empty"));
         }
@@ -31,20 +36,49 @@ impl DisplayName {
                 "a display name must not contain control characters",
             ));
         }
+        if name
+            .chars()
+            .any(|c| is_invisible(c) && !shapes_visible_text(c))
+        {
+            return Err(invalid(
+                codes::INVISIBLE_CHARACTERS,
+                "a display name must not contain invisible characters",
+            ));
+        }
+        if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+            return Err(invalid(
+                codes::INVISIBLE_CHARACTERS,
+                "a display name must show at least one visible character",
+            ));
+        }
         if name.chars().count() > Self::MAX_CHARS {
             return Err(invalid(
                 codes::TOO_LONG,
                 format!("a display name has at most {} characters", Self::MAX_CHARS),
             ));
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name))
+    }
+
+    /// A name as an earlier release stored it, which may predate the rules on invisible
+    /// characters: kept as it is (in NFC) when it holds at least one character, so an old
+    /// account keeps reading back. Never use it for new input.
+    pub fn from_stored(stored: &str) -> Result<Self, ValidationError> {
+        Self::parse(stored).or_else(|error| {
+            if error.code == codes::INVISIBLE_CHARACTERS && !stored.trim().is_empty() {
+                Ok(Self(stored.trim().nfc().collect()))
+            } else {
+                Err(error)
+            }
+        })
     }
 
     /// The default name of a user who gave none: the local part of their email as they typed
     /// it, cut to [`Self::MAX_CHARS`] characters.
     pub fn from_email(email: &Email) -> Self {
-        // An `Email`'s local part is non-empty and free of whitespace and forbidden characters,
-        // so the result always satisfies `parse`.
+        // An `Email`'s local part is non-empty, in NFC and free of whitespace and of forbidden
+        // and invisible characters, so the result satisfies `parse` (but for an address read
+        // back leniently, which is never registered again).
         Self(email.local_part().chars().take(Self::MAX_CHARS).collect())
     }
 
@@ -135,6 +169,41 @@ mod tests {
         assert_eq!(code_of("Ada\u{0000}"), codes::CONTROL_CHARACTERS);
         assert_eq!(code_of("evil\u{202E}gnp.exe"), codes::CONTROL_CHARACTERS);
         assert_eq!(DisplayName::parse("x\ny").unwrap_err().field, "displayName");
+    }
+
+    #[test]
+    fn names_are_kept_in_nfc() {
+        let decomposed = DisplayName::parse("Jose\u{301}").unwrap();
+        assert_eq!(decomposed.as_str(), "Jos\u{e9}");
+        assert_eq!(decomposed, DisplayName::parse("Jos\u{e9}").unwrap());
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_but_emoji_joiners_are_kept() {
+        for bad in ["Ri\u{200B}ta", "\u{2060}Rita", "Ri\u{00AD}ta"] {
+            assert_eq!(code_of(bad), codes::INVISIBLE_CHARACTERS, "{bad:?}");
+        }
+        // A name of nothing but invisible characters, even allowed ones, is no name.
+        for blank in ["\u{200D}", "\u{3164}", "\u{200C} \u{200D}", "\u{FE0F}"] {
+            assert_eq!(code_of(blank), codes::INVISIBLE_CHARACTERS, "{blank:?}");
+        }
+        for ok in [
+            "\u{1F469}\u{200D}\u{1F4BB} Ada",
+            "\u{2764}\u{FE0F}",
+            "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}",
+        ] {
+            assert!(DisplayName::parse(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn a_stored_name_of_an_earlier_release_still_reads_back() {
+        assert_eq!(
+            DisplayName::from_stored("Ri\u{200B}ta").unwrap().as_str(),
+            "Ri\u{200B}ta"
+        );
+        assert!(DisplayName::from_stored("   ").is_err());
+        assert!(DisplayName::from_stored("a\nb").is_err());
     }
 
     #[test]

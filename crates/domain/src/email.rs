@@ -1,28 +1,38 @@
-//! Email addresses, checked pragmatically and matched case-insensitively.
+//! Email addresses, checked pragmatically, normalised to NFC and matched case-insensitively.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 
-use crate::validation::{ValidationError, codes, is_forbidden_in_text};
+use crate::validation::{ValidationError, codes, is_forbidden_in_text, is_invisible};
 
 const FIELD: &str = "email";
 
 /// An email address Keel accepts.
 ///
 /// The check is deliberately pragmatic, not RFC 5322: one `@`, a non-empty local part of at most
-/// 64 characters, a non-empty domain made of non-empty dot-separated labels, no whitespace or
-/// control characters, at most 254 characters in all. Whether the address exists is a question
-/// only a confirmation mail can answer.
+/// 64 characters, a non-empty domain made of non-empty dot-separated labels, no whitespace,
+/// control or invisible characters, at most 254 characters in all. Whether the address exists
+/// is a question only a confirmation mail can answer.
 ///
-/// The address is kept as the user typed it (trimmed) for display, and in a lowercased canonical
-/// form for matching: two `Email`s are equal, and hash alike, when their canonical forms are.
+/// The address is kept as the user typed it (trimmed, in Unicode NFC) for display, and in a
+/// canonical form for matching: NFC, then lowercased. Two `Email`s are equal, and hash alike,
+/// when their canonical forms are, so `José@example.com` typed as one precomposed `é` and as
+/// `e` + a combining accent is one address, and so is `JOSÉ@EXAMPLE.COM`.
+///
+/// Releases before 0.2 (v1.1 of the contract) matched on the lowercased address without
+/// normalising it. [`legacy_forms`](Self::legacy_forms) lists the other keys such a release
+/// may have indexed the same address under, so stores that outlive an upgrade keep finding
+/// (and keep refusing to duplicate) the accounts it wrote.
 #[derive(Clone)]
 pub struct Email {
     given: String,
     canonical: String,
+    /// Canonical forms of earlier releases that differ from `canonical` (usually none).
+    legacy: Vec<String>,
 }
 
 impl Email {
@@ -33,16 +43,35 @@ impl Email {
 
     /// Checks `input` (surrounding whitespace is ignored) and returns the address.
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let given = input.trim();
-        if given.is_empty() {
+        Self::parse_with(input, false)
+    }
+
+    /// Like [`parse`](Self::parse), but accepting the invisible characters that releases before
+    /// 0.2 let through. Use it only to read back what an older release stored, and to look an
+    /// address up at login (so such an account still signs in with the exact address it was
+    /// registered with); never to accept a new address.
+    pub fn parse_lenient(input: &str) -> Result<Self, ValidationError> {
+        Self::parse_with(input, true)
+    }
+
+    fn parse_with(input: &str, allow_invisible: bool) -> Result<Self, ValidationError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
             return Err(invalid(codes::REQUIRED, "an email address is required"));
         }
-        if given.chars().any(is_forbidden_in_text) {
+        if trimmed.chars().any(is_forbidden_in_text) {
             return Err(invalid(
                 codes::CONTROL_CHARACTERS,
                 "an email address must not contain control characters",
             ));
         }
+        if !allow_invisible && trimmed.chars().any(is_invisible) {
+            return Err(invalid(
+                codes::INVISIBLE_CHARACTERS,
+                "an email address must not contain invisible characters",
+            ));
+        }
+        let given: String = trimmed.nfc().collect();
         if given.chars().count() > Self::MAX_CHARS {
             return Err(invalid(
                 codes::TOO_LONG,
@@ -99,20 +128,42 @@ impl Email {
                 "the domain of an email address must not start or end with a dot or contain two dots in a row",
             ));
         }
+        // Lowercasing can (rarely) undo composition, so normalise once more after it.
+        let canonical: String = given.to_lowercase().nfc().collect();
+        // What a release before 0.2 used as the key: the address as typed, lowercased. The
+        // same address typed decomposed (macOS input methods, some mail clients) is the only
+        // other spelling worth trying: every other form of it is rare to the point of absence.
+        let mut legacy = Vec::new();
+        for form in [
+            trimmed.to_lowercase(),
+            trimmed.nfd().collect::<String>().to_lowercase(),
+        ] {
+            if form != canonical && !legacy.contains(&form) {
+                legacy.push(form);
+            }
+        }
         Ok(Self {
-            given: given.to_owned(),
-            canonical: given.to_lowercase(),
+            given,
+            canonical,
+            legacy,
         })
     }
 
-    /// The address as the user gave it (trimmed): what Keel shows back.
+    /// The address as the user gave it (trimmed, NFC): what Keel shows back.
     pub fn as_str(&self) -> &str {
         &self.given
     }
 
-    /// The lowercased form that Keel matches and indexes addresses by.
+    /// The NFC, lowercased form that Keel matches and indexes addresses by.
     pub fn canonical(&self) -> &str {
         &self.canonical
+    }
+
+    /// The keys that releases before 0.2 may have indexed this address under, where they differ
+    /// from [`canonical`](Self::canonical): the address as typed and its decomposed form, each
+    /// lowercased. Empty for almost every address (plain ASCII has none).
+    pub fn legacy_forms(&self) -> &[String] {
+        &self.legacy
     }
 
     /// The part before the `@`, as given.
@@ -306,6 +357,62 @@ mod tests {
     }
 
     #[test]
+    fn composed_and_decomposed_spellings_are_one_address() {
+        let composed = Email::parse("jos\u{e9}@example.com").unwrap();
+        let decomposed = Email::parse("jose\u{301}@example.com").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(hash_of(&composed), hash_of(&decomposed));
+        // Both are kept (and shown) composed.
+        assert_eq!(decomposed.as_str(), "jos\u{e9}@example.com");
+        assert_eq!(decomposed.canonical(), "jos\u{e9}@example.com");
+        assert_eq!(Email::parse("JOSE\u{301}@Example.com").unwrap(), composed);
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_but_read_back_leniently() {
+        for bad in [
+            "rita\u{200B}@example.com",
+            "rita@exa\u{200D}mple.com",
+            "\u{FEFF}rita@example.com",
+            "ri\u{00AD}ta@example.com",
+            "rita\u{2060}@example.com",
+            "\u{200B}",
+        ] {
+            assert_eq!(code_of(bad), codes::INVISIBLE_CHARACTERS, "{bad:?}");
+        }
+        // An account an older release let in still reads back and matches its own spelling,
+        // and only that one: it is not the visible address it imitates.
+        let old = Email::parse_lenient("rita\u{200B}@example.com").unwrap();
+        assert_eq!(old.as_str(), "rita\u{200B}@example.com");
+        assert_ne!(old, Email::parse("rita@example.com").unwrap());
+        // Control characters stay refused either way.
+        assert_eq!(
+            Email::parse_lenient("ri\u{0}ta@example.com")
+                .unwrap_err()
+                .code,
+            codes::CONTROL_CHARACTERS
+        );
+    }
+
+    #[test]
+    fn legacy_forms_list_the_keys_of_earlier_releases_only_where_they_differ() {
+        assert!(
+            Email::parse("Ada@Example.com")
+                .unwrap()
+                .legacy_forms()
+                .is_empty()
+        );
+        // Typed composed: an earlier release keyed it the same, but a decomposed registration
+        // of the same address would have had another key.
+        let composed = Email::parse("Jos\u{e9}@example.com").unwrap();
+        assert_eq!(composed.legacy_forms(), ["jose\u{301}@example.com"]);
+        // Typed decomposed: the earlier key is the decomposed spelling itself.
+        let decomposed = Email::parse("Jose\u{301}@example.com").unwrap();
+        assert_eq!(decomposed.legacy_forms(), ["jose\u{301}@example.com"]);
+        assert_eq!(decomposed.canonical(), "jos\u{e9}@example.com");
+    }
+
+    #[test]
     fn errors_name_the_email_field() {
         assert_eq!(Email::parse("nope").unwrap_err().field, "email");
     }
@@ -336,7 +443,10 @@ mod tests {
                 prop_assert_eq!(again.canonical(), email.canonical());
                 prop_assert!(email.as_str().chars().count() <= Email::MAX_CHARS);
                 prop_assert!(email.local_part().chars().count() <= Email::MAX_LOCAL_CHARS);
-                prop_assert_eq!(email.canonical(), email.as_str().to_lowercase());
+                prop_assert_eq!(
+                    email.canonical(),
+                    email.as_str().to_lowercase().nfc().collect::<String>()
+                );
             }
         }
 

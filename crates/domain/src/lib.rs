@@ -26,5 +26,5 @@ pub use ids::{SessionId, UserId};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};
 pub use repository::{BoxFuture, RepositoryError, UserRepository};
-pub use user::{User, UserRecord};
+pub use user::{User, UserRecord, truncate_to_micros};
 pub use validation::{ValidationError, ValidationErrors, codes};

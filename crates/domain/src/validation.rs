@@ -19,6 +19,10 @@ pub mod codes {
     pub const CONTROL_CHARACTERS: &str = "control_characters";
     /// The value is not an email address Keel accepts.
     pub const INVALID_EMAIL: &str = "invalid_email";
+    /// The value contains characters that render as nothing (zero-width spaces, joiners where
+    /// they join nothing, fillers, soft hyphens), which would let one address or name look
+    /// like another, or a name look empty.
+    pub const INVISIBLE_CHARACTERS: &str = "invisible_characters";
 }
 
 /// One thing wrong with one field of an input.
@@ -180,6 +184,48 @@ pub(crate) fn is_forbidden_in_text(c: char) -> bool {
         )
 }
 
+/// Characters that render as nothing: Unicode's default-ignorable code points (zero-width
+/// space, joiners, word joiner, soft hyphen, variation selectors, tags, the byte-order mark...)
+/// and the Hangul and Braille fillers that fonts draw blank. In an email every one of them is
+/// refused: two addresses that look the same must be the same address. Names may keep the few
+/// that shape visible text ([`shapes_visible_text`]).
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// The invisible characters that a name legitimately contains: the zero-width joiner and
+/// non-joiner (emoji sequences, Persian and Indic scripts), variation selectors (text or emoji
+/// presentation) and emoji tag characters (subdivision flags). They change how the visible
+/// characters around them render, never add text of their own.
+pub(crate) fn shapes_visible_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200C}' | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +293,21 @@ mod tests {
         assert!(is_forbidden_in_text('\u{009F}'));
         assert!(!is_forbidden_in_text('é'));
         assert!(!is_forbidden_in_text('名'));
+    }
+
+    #[test]
+    fn zero_width_characters_and_fillers_are_invisible_but_letters_are_not() {
+        for c in [
+            '\u{200B}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}', '\u{3164}',
+        ] {
+            assert!(is_invisible(c), "{:04X}", u32::from(c));
+        }
+        for c in ['a', 'é', '名', ' ', '\u{0301}'] {
+            assert!(!is_invisible(c), "{:04X}", u32::from(c));
+        }
+        // Joiners shape emoji and scripts; a zero-width space shapes nothing.
+        assert!(shapes_visible_text('\u{200D}'));
+        assert!(shapes_visible_text('\u{FE0F}'));
+        assert!(!shapes_visible_text('\u{200B}'));
     }
 }

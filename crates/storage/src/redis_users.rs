@@ -25,20 +25,31 @@ use time::{OffsetDateTime, UtcOffset};
 /// | `keel:user:{id}` | string | the account as JSON (see below) |
 /// | `keel:user-email:{sha256}` | string | the id of the account with that email |
 ///
-/// `{sha256}` is the SHA-256, in lowercase hex, of the email's canonical (lowercased) form:
-/// key names stay bounded (an address may have 254 characters) and free of personal data, and
-/// addresses that differ only in case share one key. The account JSON is
-/// `{"id", "email", "displayName", "createdAt", "passwordHash"}`, with the email as the user
-/// gave it and `createdAt` an RFC 3339 UTC timestamp to the nanosecond, so a record reads back
-/// exactly as it was inserted. The session store's `keel:user:{id}:sessions` lives beside
+/// `{sha256}` is the SHA-256, in lowercase hex, of the email's canonical form (NFC, lowercased;
+/// see [`Email`]): key names stay bounded (an address may have 254 characters) and free of
+/// personal data, and spellings of one address share one key. The account JSON is
+/// `{"id", "email", "displayName", "emailVerifiedAt", "roles", "disabledAt", "createdAt",
+/// "updatedAt", "passwordHash"}`, with the email as the user gave it and times as RFC 3339 UTC
+/// timestamps to the nanosecond, so a record reads back exactly as it was inserted. Records
+/// written before these fields existed read back unverified, without roles, enabled and last
+/// changed at creation. The session store's `keel:user:{id}:sessions` lives beside
 /// `keel:user:{id}` without clashing.
 ///
 /// [`insert`](UserRepository::insert) is one Lua script (atomic on the server): it refuses the
-/// account with [`RepositoryError::EmailTaken`] when the email key exists, else with
-/// [`RepositoryError::IdTaken`] when the id key exists, else writes both keys. Of any number of
-/// concurrent registrations of one address, on any number of instances, exactly one succeeds.
-/// The script touches two keys of unrelated hash slots, so the store needs a standalone Redis
+/// account with [`RepositoryError::EmailTaken`] when an email key of the address exists, else
+/// with [`RepositoryError::IdTaken`] when the id key exists, else writes both keys. Of any number
+/// of concurrent registrations of one address, on any number of instances, exactly one succeeds.
+/// The script touches keys of unrelated hash slots, so the store needs a standalone Redis
 /// (with replicas if wanted), not Redis Cluster.
+///
+/// # Accounts of earlier releases
+///
+/// Releases before 0.2 keyed an address by its lowercased spelling, not normalised to NFC. An
+/// account such a release wrote under a decomposed spelling (`jose\u{301}@…`) is still found,
+/// whichever way the address is typed now, and a new registration of the same address is still
+/// refused: lookups and the uniqueness check also try the keys of
+/// [`Email::legacy_forms`], in the same round trip. The old key is left as it is (no migration
+/// rewrites keys); it keeps pointing at the same account.
 ///
 /// # Durability
 ///
@@ -104,7 +115,11 @@ impl RedisUserRepository {
     /// The Redis key holding the id of the account with `email` (compared canonically), such as
     /// `keel:user-email:5f3c…` (64 hex digits).
     pub fn email_key(&self, email: &Email) -> String {
-        let digest = Sha256::digest(email.canonical().as_bytes());
+        self.key_of_canonical(email.canonical())
+    }
+
+    fn key_of_canonical(&self, canonical: &str) -> String {
+        let digest = Sha256::digest(canonical.as_bytes());
         let mut key = String::with_capacity(self.prefix.len() + 11 + 2 * digest.len());
         key.push_str(&self.prefix);
         key.push_str("user-email:");
@@ -119,15 +134,28 @@ impl RedisUserRepository {
         self.pool.get().await.map_err(RepositoryError::unavailable)
     }
 
+    /// The email keys an address may be indexed under: its canonical key, then those of the
+    /// spellings that earlier releases indexed it under.
+    fn email_keys(&self, email: &Email) -> Vec<String> {
+        let mut keys = vec![self.email_key(email)];
+        keys.extend(
+            email
+                .legacy_forms()
+                .iter()
+                .map(|form| self.key_of_canonical(form)),
+        );
+        keys
+    }
+
     async fn insert_now(&self, record: UserRecord) -> Result<(), RepositoryError> {
         let json = encode(&record)?;
-        let email_key = self.email_key(&record.user.email);
         let user_key = self.user_key(record.user.id);
         let mut conn = self.connection().await?;
-        let code: i64 = self
-            .insert
-            .key(email_key)
-            .key(user_key)
+        let mut invocation = self.insert.key(user_key);
+        for key in self.email_keys(&record.user.email) {
+            invocation.key(key);
+        }
+        let code: i64 = invocation
             .arg(record.user.id.to_string())
             .arg(json)
             .invoke_async(&mut conn)
@@ -165,10 +193,16 @@ impl RedisUserRepository {
         email: &Email,
     ) -> Result<Option<UserRecord>, RepositoryError> {
         let mut conn = self.connection().await?;
-        let raw_id: Option<String> = conn
-            .get(self.email_key(email))
-            .await
-            .map_err(RepositoryError::unavailable)?;
+        let keys = self.email_keys(email);
+        // One round trip either way; MGET only when an earlier spelling may hold the account.
+        let raw_id: Option<String> = if keys.len() == 1 {
+            conn.get(&keys[0]).await
+        } else {
+            conn.mget::<_, Vec<Option<String>>>(&keys)
+                .await
+                .map(|ids| ids.into_iter().flatten().next())
+        }
+        .map_err(RepositoryError::unavailable)?;
         let Some(raw_id) = raw_id else {
             return Ok(None);
         };
@@ -232,51 +266,77 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[serde(rename_all = "camelCase")]
 struct StoredUser {
     id: UserId,
-    /// As the user gave it; the canonical form is derived again when read.
-    email: Email,
-    display_name: DisplayName,
+    /// As the user gave it; the canonical form is derived again when read. Read leniently:
+    /// an earlier release may have accepted an address that today's rules refuse.
+    email: String,
+    display_name: String,
     /// RFC 3339 in UTC with nanoseconds, so the instant reads back exactly.
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Absent in records of releases before 0.2: the creation time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    updated_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    email_verified_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    disabled_at: Option<OffsetDateTime>,
     password_hash: String,
 }
 
 fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
     let user = &record.user;
+    let utc = |at: OffsetDateTime| at.to_offset(UtcOffset::UTC);
     let stored = StoredUser {
         id: user.id,
-        email: user.email.clone(),
-        display_name: user.display_name.clone(),
-        created_at: user.created_at.to_offset(UtcOffset::UTC),
+        email: user.email.as_str().to_owned(),
+        display_name: user.display_name.as_str().to_owned(),
+        created_at: utc(user.created_at),
+        updated_at: Some(utc(user.updated_at)),
+        email_verified_at: user.email_verified_at.map(utc),
+        roles: user.roles.clone(),
+        disabled_at: record.disabled_at.map(utc),
         password_hash: record.password_hash.clone(),
     };
-    // Fails only for a `created_at` outside the years 0 to 9999, which RFC 3339 cannot write.
+    // Fails only for a time outside the years 0 to 9999, which RFC 3339 cannot write.
     serde_json::to_string(&stored)
         .map_err(|err| RepositoryError::unavailable(format!("cannot encode the account: {err}")))
 }
 
 fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
-    let stored: StoredUser = serde_json::from_str(raw).map_err(|err| {
+    let invalid = |err: &dyn fmt::Display| {
         RepositoryError::unavailable(format!("a stored account is not valid: {err}"))
-    })?;
+    };
+    let stored: StoredUser = serde_json::from_str(raw).map_err(|err| invalid(&err))?;
+    let email = Email::parse_lenient(&stored.email).map_err(|err| invalid(&err))?;
+    let display_name =
+        DisplayName::from_stored(&stored.display_name).map_err(|err| invalid(&err))?;
     Ok(UserRecord {
         user: User {
             id: stored.id,
-            email: stored.email,
-            display_name: stored.display_name,
+            email,
+            display_name,
+            email_verified_at: stored.email_verified_at,
+            roles: stored.roles,
             created_at: stored.created_at,
+            updated_at: stored.updated_at.unwrap_or(stored.created_at),
         },
         password_hash: stored.password_hash,
+        disabled_at: stored.disabled_at,
     })
 }
 
-/// KEYS[1]: the email index key, KEYS[2]: the account key. ARGV[1]: the id, ARGV[2]: the
-/// account JSON. Returns 0 when stored, 1 when the email is taken, 2 when the id is taken.
+/// KEYS[1]: the account key, KEYS[2]: the canonical email key, KEYS[3..]: the email keys of
+/// earlier releases' spellings. ARGV[1]: the id, ARGV[2]: the account JSON. Returns 0 when
+/// stored, 1 when the email is taken, 2 when the id is taken.
 const INSERT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
 return 0
 ";
 
@@ -292,9 +352,13 @@ mod tests {
                 id: "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a".parse().unwrap(),
                 email: Email::parse("Ada@Example.com").unwrap(),
                 display_name: DisplayName::parse("Ada Lovelace ✨").unwrap(),
+                email_verified_at: Some(datetime!(2025-01-03 00:00 UTC)),
+                roles: vec!["admin".to_owned()],
                 created_at: datetime!(2025-01-02 03:04:05.123456789 +02:00),
+                updated_at: datetime!(2025-01-04 00:00:00.5 UTC),
             },
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            disabled_at: None,
         }
     }
 
@@ -308,7 +372,11 @@ mod tests {
                 "id": "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a",
                 "email": "Ada@Example.com",
                 "displayName": "Ada Lovelace ✨",
+                "emailVerifiedAt": "2025-01-03T00:00:00Z",
+                "roles": ["admin"],
+                "disabledAt": null,
                 "createdAt": "2025-01-02T01:04:05.123456789Z",
+                "updatedAt": "2025-01-04T00:00:00.5Z",
                 "passwordHash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             })
         );
@@ -316,6 +384,19 @@ mod tests {
         assert_eq!(decoded, record);
         assert_eq!(decoded.user.email.as_str(), "Ada@Example.com");
         assert_eq!(decoded.user.created_at, record.user.created_at);
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_release_reads_back_with_defaults() {
+        // The shape releases before 0.2 wrote, with an address today's rules refuse.
+        let raw = r#"{"id":"0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a","email":"rita\u200b@example.com","displayName":"Ri\u200bta","createdAt":"2025-01-01T00:00:00Z","passwordHash":"h"}"#;
+        let decoded = decode(raw).unwrap();
+        assert_eq!(decoded.user.email.as_str(), "rita\u{200B}@example.com");
+        assert_eq!(decoded.user.display_name.as_str(), "Ri\u{200B}ta");
+        assert_eq!(decoded.user.updated_at, decoded.user.created_at);
+        assert_eq!(decoded.user.email_verified_at, None);
+        assert!(decoded.user.roles.is_empty());
+        assert_eq!(decoded.disabled_at, None);
     }
 
     #[test]

@@ -1,20 +1,24 @@
-//! `RedisUserRepository` against a private redis-server: lookups, uniqueness under races
-//! between instances, exact round trips, the key layout, and behaviour when Redis is down.
+//! `RedisUserRepository` against a private redis-server: the conformance suite that every
+//! user store passes (one server for the binary, a key prefix per test), then what only Redis
+//! has: the key layout, leftovers of refused inserts, accounts written by an earlier release,
+//! undecodable values, and behaviour when Redis is down.
 
 // Helpers outside `#[test]` functions unwrap too: a failure there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod conformance;
 
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conformance::{Harness, email, record};
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Manager, Pool, Runtime};
-use keel_domain::{DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository};
+use keel_domain::{Email, RepositoryError, UserRepository};
 use keel_storage::RedisUserRepository;
-use keel_testkit::redis::RedisServer;
-use time::OffsetDateTime;
-use time::macros::datetime;
+use keel_testkit::redis::{RedisServer, unique_prefix};
+use sha2::{Digest, Sha256};
 
 /// A pool built like `keel_session::redis_pool`: every wait bounded by `timeout`.
 fn pool_for(server: &RedisServer, timeout: Duration) -> Pool {
@@ -32,230 +36,138 @@ fn pool_for(server: &RedisServer, timeout: Duration) -> Pool {
         .unwrap()
 }
 
+/// A store on `server` under a prefix of its own.
 fn repo(server: &RedisServer) -> RedisUserRepository {
     RedisUserRepository::new(pool_for(server, Duration::from_secs(2)))
+        .with_key_prefix(unique_prefix())
 }
 
-fn record(email: &str) -> UserRecord {
-    let email = Email::parse(email).unwrap();
-    UserRecord {
-        user: User {
-            id: UserId::generate(),
-            display_name: DisplayName::from_email(&email),
-            email,
-            created_at: OffsetDateTime::now_utc(),
-        },
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+/// A store under a prefix of its own on the binary's server; the other handle is another pool,
+/// as another instance would have.
+async fn redis_backend() -> Harness {
+    let server = RedisServer::shared();
+    let repo = repo(server);
+    let other = RedisUserRepository::new(pool_for(server, Duration::from_secs(2)))
+        .with_key_prefix(repo.key_prefix());
+    Harness {
+        repo: Arc::new(repo),
+        other: Arc::new(other),
+        guard: Box::new(()),
     }
 }
 
-fn email(address: &str) -> Email {
-    Email::parse(address).unwrap()
-}
+user_repository_suite!(redis_backend);
 
-async fn keys(pool: &Pool) -> Vec<String> {
-    let mut conn = pool.get().await.unwrap();
-    let mut keys: Vec<String> = conn.keys("*").await.unwrap();
+async fn keys(repo: &RedisUserRepository) -> Vec<String> {
+    let mut conn = repo.pool().get().await.unwrap();
+    let mut keys: Vec<String> = conn.keys(format!("{}*", repo.key_prefix())).await.unwrap();
     keys.sort();
     keys
 }
 
 #[tokio::test]
-async fn an_inserted_user_is_found_by_id_and_by_email_in_another_case() {
-    let server = RedisServer::start();
-    let repo = repo(&server);
-    let ada = record("Ada@Example.com");
-    repo.insert(ada.clone()).await.unwrap();
-
-    assert_eq!(
-        repo.find_by_id(ada.user.id).await.unwrap(),
-        Some(ada.clone())
-    );
-    let by_email = repo
-        .find_by_email(&email("ada@EXAMPLE.com"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(by_email, ada);
-    // The address comes back as it was registered, not in its canonical form.
-    assert_eq!(by_email.user.email.as_str(), "Ada@Example.com");
-
-    assert_eq!(repo.find_by_id(UserId::generate()).await.unwrap(), None);
-    assert_eq!(
-        repo.find_by_email(&email("grace@example.com"))
-            .await
-            .unwrap(),
-        None
-    );
-}
-
-#[tokio::test]
-async fn a_user_registered_on_one_instance_is_known_on_another() {
-    let server = RedisServer::start();
-    let a = repo(&server);
-    let b = repo(&server);
-    let ada = record("ada@example.com");
-    a.insert(ada.clone()).await.unwrap();
-    assert_eq!(
-        b.find_by_email(&ada.user.email).await.unwrap(),
-        Some(ada.clone())
-    );
-    assert!(matches!(
-        b.insert(record("ADA@example.com")).await,
-        Err(RepositoryError::EmailTaken)
-    ));
-}
-
-#[tokio::test]
-async fn a_second_account_with_the_same_canonical_email_is_refused_without_a_trace() {
-    let server = RedisServer::start();
-    let repo = repo(&server);
+async fn refused_inserts_leave_no_key_behind() {
+    let repo = repo(RedisServer::shared());
     let first = record("ada@example.com");
     repo.insert(first.clone()).await.unwrap();
-    let before = keys(repo.pool()).await;
+    let before = keys(&repo).await;
+    assert_eq!(before.len(), 2, "{before:?}");
 
-    let second = record("ADA@Example.COM");
-    let second_id = second.user.id;
     assert!(matches!(
-        repo.insert(second).await,
+        repo.insert(record("ADA@Example.COM")).await,
         Err(RepositoryError::EmailTaken)
     ));
-    assert_eq!(repo.find_by_id(second_id).await.unwrap(), None);
-    assert_eq!(
-        repo.find_by_email(&first.user.email).await.unwrap(),
-        Some(first)
-    );
-    assert_eq!(keys(repo.pool()).await, before);
-}
-
-#[tokio::test]
-async fn a_second_account_with_the_same_id_is_refused_and_claims_no_email() {
-    let server = RedisServer::start();
-    let repo = repo(&server);
-    let first = record("ada@example.com");
-    repo.insert(first.clone()).await.unwrap();
-
     let mut clash = record("grace@example.com");
     clash.user.id = first.user.id;
     assert!(matches!(
         repo.insert(clash).await,
         Err(RepositoryError::IdTaken)
     ));
+    assert_eq!(keys(&repo).await, before);
+}
+
+/// The email key a release before 0.2 wrote: the SHA-256 of the lowercased spelling.
+fn key_of_an_earlier_release(prefix: &str, spelling: &str) -> String {
+    let digest = Sha256::digest(spelling.trim().to_lowercase().as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{prefix}user-email:{hex}")
+}
+
+#[tokio::test]
+async fn accounts_an_earlier_release_wrote_are_found_and_not_duplicated() {
+    let repo = repo(RedisServer::shared());
+    let prefix = repo.key_prefix().to_owned();
+    let mut conn = repo.pool().get().await.unwrap();
+    // What releases before 0.2 wrote for a registration typed decomposed, and for one with a
+    // zero-width space (which today's rules refuse): the record in their JSON shape, and the
+    // email key of the lowercased, unnormalised spelling.
+    let old = [
+        (
+            "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a",
+            "Jose\u{301}@Example.com",
+        ),
+        (
+            "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2b",
+            "rita\u{200B}@example.com",
+        ),
+    ];
+    for (id, spelling) in old {
+        let json = serde_json::json!({
+            "id": id,
+            "email": spelling,
+            "displayName": "Old",
+            "createdAt": "2025-06-01T12:00:00.123456789Z",
+            "passwordHash": conformance::HASH,
+        });
+        let () = conn
+            .set(format!("{prefix}user:{id}"), json.to_string())
+            .await
+            .unwrap();
+        let () = conn
+            .set(key_of_an_earlier_release(&prefix, spelling), id)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+
+    // The decomposed account is found however it is typed now, and keeps its data.
+    for spelling in ["jos\u{e9}@example.com", "JOSE\u{301}@EXAMPLE.COM"] {
+        let found = repo
+            .find_by_email(&email(spelling))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{spelling:?} not found"));
+        assert_eq!(found.user.id.to_string(), old[0].0);
+        assert_eq!(found.user.email.as_str(), "Jos\u{e9}@Example.com");
+        assert_eq!(found.user.updated_at, found.user.created_at);
+    }
+    // Nobody registers the same address again, in either form.
+    for spelling in ["jos\u{e9}@example.com", "Jose\u{301}@example.com"] {
+        let refused = repo.insert(record(spelling)).await;
+        assert!(
+            matches!(refused, Err(RepositoryError::EmailTaken)),
+            "{spelling:?}: {refused:?}"
+        );
+    }
+    // The zero-width account still signs in with its own spelling (looked up leniently)...
+    let lenient = Email::parse_lenient("rita\u{200B}@example.com").unwrap();
+    let found = repo.find_by_email(&lenient).await.unwrap().unwrap();
+    assert_eq!(found.user.id.to_string(), old[1].0);
+    // ...and is not the visible address it imitates, which stays free.
     assert_eq!(
-        repo.find_by_email(&email("grace@example.com"))
+        repo.find_by_email(&email("rita@example.com"))
             .await
             .unwrap(),
         None
     );
-    repo.insert(record("grace@example.com")).await.unwrap();
-    assert_eq!(repo.find_by_id(first.user.id).await.unwrap(), Some(first));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_concurrent_registrations_of_one_address_on_two_pools_exactly_one_wins() {
-    const ATTEMPTS: usize = 20;
-    let server = RedisServer::start();
-    let instances: [Arc<dyn UserRepository>; 2] =
-        [Arc::new(repo(&server)), Arc::new(repo(&server))];
-    let barrier = Arc::new(tokio::sync::Barrier::new(ATTEMPTS));
-
-    let tasks: Vec<_> = (0..ATTEMPTS)
-        .map(|i| {
-            let repo = Arc::clone(&instances[i % 2]);
-            let barrier = Arc::clone(&barrier);
-            // The same address in different cases: they must collide canonically.
-            let address = if i % 3 == 0 {
-                "Race@Example.com"
-            } else {
-                "race@EXAMPLE.COM"
-            };
-            let candidate = record(address);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let id = candidate.user.id;
-                repo.insert(candidate).await.map(|()| id)
-            })
-        })
-        .collect();
-
-    let mut winners = Vec::new();
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(id) => winners.push(id),
-            Err(RepositoryError::EmailTaken) => {}
-            Err(other) => panic!("unexpected error: {other}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one registration must win");
-    for instance in &instances {
-        let stored = instance
-            .find_by_email(&email("race@example.com"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.user.id, winners[0]);
-    }
-    // One account key and one email key: the losers left nothing behind.
-    let pool = pool_for(&server, Duration::from_secs(2));
-    assert_eq!(keys(&pool).await.len(), 2);
-}
-
-#[tokio::test]
-async fn records_round_trip_exactly() {
-    let server = RedisServer::start();
-    let repo = repo(&server);
-    let longest_local = "L".repeat(Email::MAX_LOCAL_CHARS);
-    let long_domain = format!("{}.Example.COM", "d".repeat(150));
-    let odd = [
-        // A non-UTC offset and nanoseconds: the instant must come back to the nanosecond.
-        (
-            "Ada.Lovelace+Keel@Example.com".to_owned(),
-            "Ada Lovelace ✨ «عربى»",
-            datetime!(2025-01-02 03:04:05.123456789 +02:00),
-        ),
-        // A long address, which the key hashes.
-        (
-            format!("{longest_local}@{long_domain}"),
-            "x",
-            datetime!(1970-01-01 00:00:00 UTC),
-        ),
-        (
-            "ÉLODIE@exemple.fr".to_owned(),
-            "Élodie \"quotes\" \\ and {braces}",
-            datetime!(9999-12-31 23:59:59.999999999 UTC),
-        ),
-    ];
-    for (address, name, created_at) in odd {
-        let mut original = record(&address);
-        original.user.display_name = DisplayName::parse(name).unwrap();
-        original.user.created_at = created_at;
-        original.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$\"odd\\hash\u{e9}".into();
-        repo.insert(original.clone()).await.unwrap();
-
-        for found in [
-            repo.find_by_id(original.user.id).await.unwrap().unwrap(),
-            repo.find_by_email(&email(&address.to_lowercase()))
-                .await
-                .unwrap()
-                .unwrap(),
-        ] {
-            assert_eq!(found, original);
-            assert_eq!(found.user.email.as_str(), original.user.email.as_str());
-            assert_eq!(found.user.display_name.as_str(), name);
-            assert_eq!(
-                found.user.created_at.unix_timestamp_nanos(),
-                created_at.unix_timestamp_nanos()
-            );
-            assert_eq!(found.password_hash, original.password_hash);
-        }
-    }
+    repo.insert(record("rita@example.com")).await.unwrap();
 }
 
 #[tokio::test]
 async fn keys_follow_the_documented_layout_and_never_expire() {
-    let server = RedisServer::start();
-    let repo = RedisUserRepository::new(pool_for(&server, Duration::from_secs(2)))
-        .with_key_prefix("app1:");
+    let server = RedisServer::shared();
+    let repo =
+        RedisUserRepository::new(pool_for(server, Duration::from_secs(2))).with_key_prefix("app1:");
     assert_eq!(repo.key_prefix(), "app1:");
     let ada = record("Ada@Example.com");
     repo.insert(ada.clone()).await.unwrap();
@@ -265,7 +177,7 @@ async fn keys_follow_the_documented_layout_and_never_expire() {
     assert_eq!(repo.user_key(ada.user.id), user_key);
     let mut expected = vec![user_key.clone(), email_key.clone()];
     expected.sort();
-    assert_eq!(keys(repo.pool()).await, expected);
+    assert_eq!(keys(&repo).await, expected);
     // No personal data in key names.
     assert!(!email_key.to_lowercase().contains("example"));
 
@@ -283,19 +195,14 @@ async fn keys_follow_the_documented_layout_and_never_expire() {
     drop(conn);
 
     // Another prefix is another store on the same Redis.
-    let other = repo_with_prefix(&server, "app2:");
+    let other = self::repo(server);
     assert_eq!(other.find_by_id(ada.user.id).await.unwrap(), None);
     other.insert(record("ada@example.com")).await.unwrap();
 }
 
-fn repo_with_prefix(server: &RedisServer, prefix: &str) -> RedisUserRepository {
-    repo(server).with_key_prefix(prefix)
-}
-
 #[tokio::test]
 async fn an_undecodable_stored_account_is_unavailable_with_its_cause() {
-    let server = RedisServer::start();
-    let repo = repo(&server);
+    let repo = repo(RedisServer::shared());
     let ada = record("ada@example.com");
     repo.insert(ada.clone()).await.unwrap();
     let mut conn = repo.pool().get().await.unwrap();

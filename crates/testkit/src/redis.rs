@@ -18,9 +18,21 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
+
+use crate::watchdog::{Watchdog, shell_quote};
+
+/// A key prefix no other caller in this process has had, such as `t7:`: tests that share
+/// [`RedisServer::shared`] keep their keys apart with it.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("t{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// How long a start (or restart) may take before the test fails.
 const START_DEADLINE: Duration = Duration::from_secs(15);
@@ -43,6 +55,28 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The server of this test binary, started on first use and killed when the binary exits
+    /// (a static is never dropped: a watchdog does it). Tests share it, each under a key prefix
+    /// of its own ([`unique_prefix`]); it cannot be stopped or restarted (those take
+    /// `&mut self`): fault tests [`start`](Self::start) their own.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<(RedisServer, Mutex<Watchdog>)> = OnceLock::new();
+        let (server, _) = SHARED.get_or_init(|| {
+            let server = RedisServer::start();
+            let pid = server.child.as_ref().map_or(0, Child::id);
+            let cleanup = format!(
+                "kill -9 {pid} 2>/dev/null; rm -rf {}",
+                shell_quote(&server.dir.path().display().to_string())
+            );
+            (server, Mutex::new(Watchdog::arm(&cleanup)))
+        });
+        server
+    }
+
     /// Starts a private `redis-server` on a free port of 127.0.0.1 and waits until it answers
     /// `PING`.
     ///

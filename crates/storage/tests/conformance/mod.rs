@@ -1,0 +1,322 @@
+//! The conformance suite every `UserRepository` must pass: one set of behaviours, run against
+//! the memory store, the Redis store and the PostgreSQL store (`memory_users.rs`,
+//! `redis_users.rs`, `postgres_users.rs`).
+//!
+//! A backend provides an async factory `fn() -> Harness`: the store under test, a second handle
+//! on the same data (another pool, as another instance would have; the same store where there
+//! is only one), and whatever must stay alive meanwhile.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+
+use keel_domain::{
+    DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+    truncate_to_micros,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// A store under test.
+pub struct Harness {
+    /// The store.
+    pub repo: Arc<dyn UserRepository>,
+    /// The same data through another handle (another instance), or the same store.
+    pub other: Arc<dyn UserRepository>,
+    /// Kept alive for the length of the test.
+    pub guard: Box<dyn Any + Send>,
+}
+
+impl Harness {
+    /// A harness whose second handle is the store itself.
+    pub fn single(repo: Arc<dyn UserRepository>, guard: Box<dyn Any + Send>) -> Self {
+        Self {
+            other: Arc::clone(&repo),
+            repo,
+            guard,
+        }
+    }
+}
+
+pub const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+/// A new account for `address`, as registration makes one.
+pub fn record(address: &str) -> UserRecord {
+    let email = Email::parse(address).unwrap();
+    UserRecord::new(
+        User::new(
+            UserId::generate(),
+            email.clone(),
+            DisplayName::from_email(&email),
+            OffsetDateTime::now_utc(),
+        ),
+        HASH.to_owned(),
+    )
+}
+
+pub fn email(address: &str) -> Email {
+    Email::parse(address).unwrap()
+}
+
+/// Runs every conformance test as its own `#[tokio::test]` against the backend made by `$make`
+/// (an `async fn() -> Harness`).
+#[macro_export]
+macro_rules! user_repository_suite {
+    ($make:path) => {
+        $crate::user_repository_suite!(@tests $make;
+            an_inserted_user_is_found_by_id_and_by_any_spelling_of_its_email,
+            unknown_users_are_not_found,
+            another_spelling_of_a_taken_email_is_refused_without_a_trace,
+            a_taken_id_is_refused_and_claims_no_email,
+            a_user_registered_through_one_handle_is_known_through_the_other,
+            of_concurrent_registrations_of_one_address_in_many_spellings_exactly_one_wins,
+            records_round_trip_exactly,
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                conformance::$name($make).await;
+            }
+        )*
+    };
+}
+
+pub async fn an_inserted_user_is_found_by_id_and_by_any_spelling_of_its_email<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let jose = record("Jos\u{e9}.Garc\u{ed}a@Example.com");
+    h.repo.insert(jose.clone()).await.unwrap();
+
+    assert_eq!(
+        h.repo.find_by_id(jose.user.id).await.unwrap(),
+        Some(jose.clone())
+    );
+    for spelling in [
+        "jos\u{e9}.garc\u{ed}a@example.com",
+        "JOS\u{c9}.GARC\u{cd}A@EXAMPLE.COM",
+        // Decomposed: `e` + combining acute accent.
+        "Jose\u{301}.Garci\u{301}a@Example.com",
+        "  jos\u{e9}.garc\u{ed}a@example.com\t",
+    ] {
+        let found = h.repo.find_by_email(&email(spelling)).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&jose), "{spelling:?}");
+        // The address comes back as it was registered, not in its canonical form.
+        assert_eq!(
+            found.unwrap().user.email.as_str(),
+            "Jos\u{e9}.Garc\u{ed}a@Example.com"
+        );
+    }
+}
+
+pub async fn unknown_users_are_not_found<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    h.repo.insert(record("ada@example.com")).await.unwrap();
+    assert_eq!(h.repo.find_by_id(UserId::generate()).await.unwrap(), None);
+    for other in ["grace@example.com", "ada@example.org", "ada@example.co"] {
+        assert_eq!(h.repo.find_by_email(&email(other)).await.unwrap(), None);
+    }
+}
+
+pub async fn another_spelling_of_a_taken_email_is_refused_without_a_trace<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let first = record("\u{c9}lodie@Exemple.fr");
+    h.repo.insert(first.clone()).await.unwrap();
+
+    for spelling in [
+        "\u{e9}lodie@exemple.fr",
+        "\u{c9}LODIE@EXEMPLE.FR",
+        "E\u{301}lodie@exemple.fr",
+        "e\u{301}LODIE@exemple.FR",
+    ] {
+        let second = record(spelling);
+        let second_id = second.user.id;
+        let refused = h.repo.insert(second).await;
+        assert!(
+            matches!(refused, Err(RepositoryError::EmailTaken)),
+            "{spelling:?}: {refused:?}"
+        );
+        assert_eq!(h.repo.find_by_id(second_id).await.unwrap(), None);
+    }
+    assert_eq!(
+        h.repo.find_by_email(&first.user.email).await.unwrap(),
+        Some(first)
+    );
+}
+
+pub async fn a_taken_id_is_refused_and_claims_no_email<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let first = record("ada@example.com");
+    h.repo.insert(first.clone()).await.unwrap();
+
+    let mut clash = record("grace@example.com");
+    clash.user.id = first.user.id;
+    let refused = h.repo.insert(clash).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::IdTaken)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        h.repo
+            .find_by_email(&email("grace@example.com"))
+            .await
+            .unwrap(),
+        None
+    );
+    // The address is still free, and the first account untouched.
+    h.repo.insert(record("grace@example.com")).await.unwrap();
+    assert_eq!(h.repo.find_by_id(first.user.id).await.unwrap(), Some(first));
+}
+
+pub async fn a_user_registered_through_one_handle_is_known_through_the_other<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    assert_eq!(
+        h.other.find_by_email(&ada.user.email).await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(h.other.find_by_id(ada.user.id).await.unwrap(), Some(ada));
+    let refused = h.other.insert(record("ADA@example.com")).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::EmailTaken)),
+        "{refused:?}"
+    );
+}
+
+pub async fn of_concurrent_registrations_of_one_address_in_many_spellings_exactly_one_wins<F, Fut>(
+    make: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    const ATTEMPTS: usize = 24;
+    let h = make().await;
+    let handles = [Arc::clone(&h.repo), Arc::clone(&h.other)];
+    let spellings = [
+        "Ren\u{e9}e@Example.com",
+        "ren\u{e9}e@example.com",
+        "Rene\u{301}e@example.com",
+        "RENE\u{301}E@EXAMPLE.COM",
+    ];
+    let barrier = Arc::new(tokio::sync::Barrier::new(ATTEMPTS));
+    let tasks: Vec<_> = (0..ATTEMPTS)
+        .map(|i| {
+            let repo = Arc::clone(&handles[i % 2]);
+            let barrier = Arc::clone(&barrier);
+            let candidate = record(spellings[i % spellings.len()]);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let id = candidate.user.id;
+                repo.insert(candidate).await.map(|()| id)
+            })
+        })
+        .collect();
+
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(id) => winners.push(id),
+            Err(RepositoryError::EmailTaken) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one registration must win");
+    for handle in &handles {
+        for spelling in spellings {
+            let stored = handle
+                .find_by_email(&email(spelling))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.user.id, winners[0], "{spelling:?}");
+        }
+    }
+}
+
+pub async fn records_round_trip_exactly<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let longest_local = "L".repeat(Email::MAX_LOCAL_CHARS);
+    let long_domain = format!("{}.Example.COM", "d".repeat(150));
+    let cases = [
+        // A non-UTC offset and microseconds: the instant must come back exactly.
+        (
+            "Ada.Lovelace+Keel@Example.com".to_owned(),
+            "Ada Lovelace \u{2728} \u{ab}\u{639}\u{631}\u{628}\u{649}\u{bb}",
+            datetime!(2025-01-02 03:04:05.123456 +02:00),
+            true,
+        ),
+        // A long address (stores that hash it for a key must not care).
+        (
+            format!("{longest_local}@{long_domain}"),
+            "x",
+            datetime!(1970-01-01 00:00:00 UTC),
+            false,
+        ),
+        (
+            "\u{c9}LODIE@exemple.fr".to_owned(),
+            "\u{c9}lodie \"quotes\" \\ and {braces} \u{1F469}\u{200D}\u{1F4BB}",
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+            true,
+        ),
+    ];
+    for (address, name, created_at, rich) in cases {
+        let mut original = record(&address);
+        original.user.display_name = DisplayName::parse(name).unwrap();
+        original.user.created_at = created_at;
+        original.user.updated_at = truncate_to_micros(OffsetDateTime::now_utc());
+        if rich {
+            original.user.email_verified_at = Some(datetime!(2026-02-03 04:05:06.789012 UTC));
+            original.user.roles = vec!["admin".to_owned(), "support".to_owned()];
+            original.disabled_at = Some(datetime!(2026-03-04 05:06:07.000001 UTC));
+        }
+        original.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$\"odd\\hash\u{e9}".into();
+        h.repo.insert(original.clone()).await.unwrap();
+
+        for found in [
+            h.repo.find_by_id(original.user.id).await.unwrap().unwrap(),
+            h.other
+                .find_by_email(&email(&address.to_lowercase()))
+                .await
+                .unwrap()
+                .unwrap(),
+        ] {
+            assert_eq!(found, original);
+            assert_eq!(found.user.email.as_str(), original.user.email.as_str());
+            assert_eq!(found.user.display_name.as_str(), name);
+            assert_eq!(
+                found.user.created_at.unix_timestamp_nanos(),
+                created_at.unix_timestamp_nanos()
+            );
+            assert_eq!(found.user.roles, original.user.roles);
+            assert_eq!(found.disabled_at, original.disabled_at);
+            assert_eq!(found.password_hash, original.password_hash);
+        }
+    }
+}
