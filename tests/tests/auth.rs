@@ -87,7 +87,10 @@ fn assert_user(user: &Value, email: &str) {
     assert_eq!(user["emailVerified"], false, "{user}");
     assert_eq!(user["roles"], json!([]), "{user}");
     let created = timestamp(&user["createdAt"], "user.createdAt");
-    assert!(timestamp(&user["updatedAt"], "user.updatedAt") >= created, "{user}");
+    assert!(
+        timestamp(&user["updatedAt"], "user.updatedAt") >= created,
+        "{user}"
+    );
     let text = user.to_string();
     assert!(
         !text.contains("argon2") && !text.contains(PASSWORD),

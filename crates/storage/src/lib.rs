@@ -1,12 +1,17 @@
 //! Adapters that implement keel-domain's ports on real stores.
 //!
-//! Today that is an in-memory [`InMemoryUserRepository`] and an [`InMemoryRateLimiter`] (GCRA), the embedded default that lets Keel
-//! start with no setup (and the store every other crate's tests use), and a
-//! [`RedisRateLimiter`] and a [`RedisUserRepository`] that share the same GCRA buckets and the
-//! same accounts between instances. A PostgreSQL adapter will
-//! sit beside them later, behind the same [`keel_domain::UserRepository`] trait.
+//! - in memory: [`InMemoryUserRepository`] and [`InMemoryRateLimiter`] (GCRA), the embedded
+//!   default that lets Keel start with no setup (and the stores other crates' tests use);
+//! - on Redis: [`RedisUserRepository`] and [`RedisRateLimiter`], which share the same accounts
+//!   and GCRA buckets between instances;
+//! - on PostgreSQL (feature `postgres`): [`postgres`], the system of record, with the one
+//!   migration set of the whole database.
+//!
+//! Every user store passes the same conformance suite (`tests/conformance`).
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod rate_limit;
 mod redis_rate_limit;
 mod redis_users;

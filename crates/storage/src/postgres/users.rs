@@ -1,0 +1,160 @@
+//! Users on PostgreSQL.
+
+use std::fmt;
+use std::time::Duration;
+
+use keel_domain::{
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Row as _, postgres::PgDatabaseError};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{DatabaseConfig, bounded, unavailable};
+
+/// A [`UserRepository`] on PostgreSQL: the `users` table of the one migration set (run
+/// [`migrate`](super::migrate) first).
+///
+/// The canonical e-mail (NFC, lowercased) is a unique column, so of any number of concurrent
+/// registrations of one address, however it is spelled and on however many instances, exactly
+/// one succeeds: the unique index decides. Each call is one statement, bounded by the pool's
+/// timeouts and by [`DatabaseConfig::call_timeout`] on the client side.
+#[derive(Clone)]
+pub struct PgUserRepository {
+    pool: PgPool,
+    call_timeout: Duration,
+}
+
+impl PgUserRepository {
+    /// A store on `pool` (see [`pool`](super::pool)); `config` gives its call bound.
+    pub fn new(pool: PgPool, config: &DatabaseConfig) -> Self {
+        Self {
+            pool,
+            call_timeout: config.call_timeout(),
+        }
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn insert_now(&self, record: UserRecord) -> Result<(), RepositoryError> {
+        let user = &record.user;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, email_canonical, display_name, password_hash, \
+             email_verified_at, roles, disabled_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(user.id.as_uuid())
+        .bind(user.email.as_str())
+        .bind(user.email.canonical())
+        .bind(user.display_name.as_str())
+        .bind(&record.password_hash)
+        .bind(user.email_verified_at)
+        .bind(&user.roles)
+        .bind(record.disabled_at)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error)) => {
+                let constraint = error
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(PgDatabaseError::constraint);
+                match constraint {
+                    Some("users_email_canonical_key") => Err(RepositoryError::EmailTaken),
+                    Some("users_pkey") => Err(RepositoryError::IdTaken),
+                    _ => Err(unavailable(sqlx::Error::Database(error))),
+                }
+            }
+            Err(other) => Err(unavailable(other)),
+        }
+    }
+
+    async fn find_one(
+        &self,
+        query: &'static str,
+        key: impl for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        let row = sqlx::query(query)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(decode).transpose()
+    }
+}
+
+/// A `SELECT` of every column `decode` reads, then `$rest`.
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, email, display_name, password_hash, email_verified_at, roles, ",
+            "disabled_at, created_at, updated_at FROM users ",
+            $rest
+        )
+    };
+}
+
+fn decode(row: &PgRow) -> Result<UserRecord, RepositoryError> {
+    let invalid =
+        |error: &dyn fmt::Display| unavailable(format!("a stored account is not valid: {error}"));
+    let field = |error: sqlx::Error| invalid(&error);
+    let email: String = row.try_get("email").map_err(field)?;
+    let display_name: String = row.try_get("display_name").map_err(field)?;
+    let id: Uuid = row.try_get("id").map_err(field)?;
+    Ok(UserRecord {
+        user: User {
+            id: UserId::from_uuid(id),
+            // Leniently: an account imported from an earlier release may predate today's rules.
+            email: Email::parse_lenient(&email).map_err(|error| invalid(&error))?,
+            display_name: DisplayName::from_stored(&display_name)
+                .map_err(|error| invalid(&error))?,
+            email_verified_at: row
+                .try_get::<Option<OffsetDateTime>, _>("email_verified_at")
+                .map_err(field)?,
+            roles: row.try_get("roles").map_err(field)?,
+            created_at: row.try_get("created_at").map_err(field)?,
+            updated_at: row.try_get("updated_at").map_err(field)?,
+        },
+        password_hash: row.try_get("password_hash").map_err(field)?,
+        disabled_at: row.try_get("disabled_at").map_err(field)?,
+    })
+}
+
+impl UserRepository for PgUserRepository {
+    fn insert(&self, record: UserRecord) -> BoxFuture<'_, Result<(), RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, self.insert_now(record)))
+    }
+
+    fn find_by_email(
+        &self,
+        email: &Email,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        let canonical = email.canonical().to_owned();
+        Box::pin(bounded(self.call_timeout, async move {
+            self.find_one(select_users!("WHERE email_canonical = $1"), canonical)
+                .await
+        }))
+    }
+
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            self.find_one(select_users!("WHERE id = $1"), *id.as_uuid())
+                .await
+        }))
+    }
+}
+
+impl fmt::Debug for PgUserRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgUserRepository")
+            .field("pool_size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish_non_exhaustive()
+    }
+}
