@@ -16,7 +16,8 @@ use keel_session::{
     RedisPoolConfig, RedisSessionStore, RotateOutcome, Session, SessionConfig, SessionError,
     SessionStore, redis_pool,
 };
-use keel_testkit::redis::RedisServer;
+use keel_testkit::eventually;
+use keel_testkit::redis::{RedisServer, unique_prefix};
 use time::OffsetDateTime;
 
 fn pool_for(server: &RedisServer, timeout: Duration) -> Pool {
@@ -30,13 +31,17 @@ fn pool_for(server: &RedisServer, timeout: Duration) -> Pool {
     .unwrap()
 }
 
+/// A store under a prefix of its own on the binary's one redis-server.
 async fn redis_backend(config: SessionConfig) -> Harness {
-    let server = RedisServer::start();
+    let config = SessionConfig {
+        key_prefix: unique_prefix(),
+        ..config
+    };
     let store = Arc::new(RedisSessionStore::new(
-        pool_for(&server, Duration::from_secs(2)),
+        pool_for(RedisServer::shared(), Duration::from_secs(2)),
         config.clone(),
     ));
-    Harness::new(store, config, Box::new(server))
+    Harness::new(store, config, Box::new(()))
 }
 
 conformance_suite!(redis_backend);
@@ -55,10 +60,10 @@ async fn pttl(pool: &Pool, key: &str) -> i64 {
 
 #[tokio::test]
 async fn keys_live_under_the_prefix_with_ttls_and_revoke_leaves_none() {
-    let server = RedisServer::start();
-    let pool = pool_for(&server, Duration::from_secs(2));
+    let pool = pool_for(RedisServer::shared(), Duration::from_secs(2));
+    let app = unique_prefix();
     let config = SessionConfig {
-        key_prefix: "app1:".into(),
+        key_prefix: app.clone(),
         ..SessionConfig::default()
     };
     let store = RedisSessionStore::new(pool.clone(), config.clone());
@@ -78,17 +83,18 @@ async fn keys_live_under_the_prefix_with_ttls_and_revoke_leaves_none() {
 
     let id = session.id;
     let mut expected = vec![
-        format!("app1:refresh:{}", hash("t0")),
-        format!("app1:refresh:{}", hash("t1")),
-        format!("app1:session:{id}"),
-        format!("app1:session:{id}:refresh"),
-        format!("app1:user:{user}:sessions"),
+        format!("{app}refresh:{}", hash("t0")),
+        format!("{app}refresh:{}", hash("t1")),
+        format!("{app}session:{id}"),
+        format!("{app}session:{id}:refresh"),
+        format!("{app}user:{user}:sessions"),
     ];
     expected.sort();
-    assert_eq!(keys(&pool, "*").await, expected);
+    let everything = format!("{app}*");
+    assert_eq!(keys(&pool, &everything).await, expected);
 
     let day = 24 * 3600 * 1000;
-    let session_ttl = pttl(&pool, &format!("app1:session:{id}")).await;
+    let session_ttl = pttl(&pool, &format!("{app}session:{id}")).await;
     assert!(
         session_ttl > 7 * day - 60_000 && session_ttl <= 7 * day,
         "{session_ttl}"
@@ -97,52 +103,57 @@ async fn keys_live_under_the_prefix_with_ttls_and_revoke_leaves_none() {
         let ttl = pttl(&pool, key).await;
         assert!(ttl > 30 * day - 60_000 && ttl <= 30 * day, "{key}: {ttl}");
     }
-    let index_ttl = pttl(&pool, &format!("app1:user:{user}:sessions")).await;
+    let index_ttl = pttl(&pool, &format!("{app}user:{user}:sessions")).await;
     assert!(index_ttl > 7 * day, "{index_ttl}");
 
     assert!(store.revoke(id).await.unwrap());
-    assert_eq!(keys(&pool, "*").await, Vec::<String>::new());
+    assert_eq!(keys(&pool, &everything).await, Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn redis_forgets_expired_sessions_by_itself() {
-    let server = RedisServer::start();
-    let pool = pool_for(&server, Duration::from_secs(2));
+    let pool = pool_for(RedisServer::shared(), Duration::from_secs(2));
     let config = SessionConfig {
         idle_ttl: Duration::from_millis(300),
         absolute_ttl: Duration::from_millis(600),
+        key_prefix: unique_prefix(),
         ..SessionConfig::default()
     };
+    let everything = format!("{}*", config.key_prefix);
     let store = RedisSessionStore::new(pool.clone(), config.clone());
     let session = Session::new(UserId::generate(), OffsetDateTime::now_utc(), &config);
     store.create(session, hash("t0")).await.unwrap();
-    assert!(!keys(&pool, "keel:*").await.is_empty());
+    assert!(!keys(&pool, &everything).await.is_empty());
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !keys(&pool, "keel:*").await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "keys still there: {:?}",
-            keys(&pool, "*").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "Redis expired every key",
+        Duration::from_secs(10),
+        || async {
+            let left = keys(&pool, &everything).await;
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn undecodable_records_are_corrupt_not_unavailable() {
-    let server = RedisServer::start();
-    let pool = pool_for(&server, Duration::from_secs(2));
-    let store = RedisSessionStore::new(pool.clone(), SessionConfig::default());
+    let pool = pool_for(RedisServer::shared(), Duration::from_secs(2));
+    let app = unique_prefix();
+    let config = SessionConfig {
+        key_prefix: app.clone(),
+        ..SessionConfig::default()
+    };
+    let store = RedisSessionStore::new(pool.clone(), config);
     let id = SessionId::generate();
     {
         let mut conn = pool.get().await.unwrap();
         let _: () = conn
-            .set(format!("keel:session:{id}"), "not json")
+            .set(format!("{app}session:{id}"), "not json")
             .await
             .unwrap();
         let _: () = conn
-            .set(format!("keel:refresh:{}", hash("t")), id.to_string())
+            .set(format!("{app}refresh:{}", hash("t")), id.to_string())
             .await
             .unwrap();
     }
@@ -271,10 +282,10 @@ async fn an_unparsable_url_is_a_config_error_that_hides_the_url() {
 
 #[tokio::test]
 async fn create_trims_idle_expired_entries_from_the_user_index() {
-    let server = RedisServer::start();
-    let pool = pool_for(&server, Duration::from_secs(2));
+    let pool = pool_for(RedisServer::shared(), Duration::from_secs(2));
     let config = SessionConfig {
         idle_ttl: Duration::from_secs(3600),
+        key_prefix: unique_prefix(),
         ..SessionConfig::default()
     };
     let store = RedisSessionStore::new(pool.clone(), config.clone());
@@ -291,7 +302,7 @@ async fn create_trims_idle_expired_entries_from_the_user_index() {
         .unwrap();
     let mut conn = pool.get().await.unwrap();
     let members: Vec<String> = conn
-        .zrange(format!("keel:user:{user}:sessions"), 0, -1)
+        .zrange(format!("{}user:{user}:sessions", config.key_prefix), 0, -1)
         .await
         .unwrap();
     assert_eq!(members, vec![fresh.id.to_string()]);
