@@ -15,8 +15,10 @@ pub mod postgres;
 mod rate_limit;
 mod redis_rate_limit;
 mod redis_users;
+mod user_cache;
 
 pub use memory::InMemoryUserRepository;
 pub use rate_limit::{DEFAULT_MAX_KEYS, InMemoryRateLimiter};
 pub use redis_rate_limit::RedisRateLimiter;
 pub use redis_users::RedisUserRepository;
+pub use user_cache::CachedUserRepository;

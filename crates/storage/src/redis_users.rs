@@ -285,7 +285,7 @@ struct StoredUser {
     password_hash: String,
 }
 
-fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
+pub(crate) fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
     let user = &record.user;
     let utc = |at: OffsetDateTime| at.to_offset(UtcOffset::UTC);
     let stored = StoredUser {
@@ -304,7 +304,7 @@ fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
         .map_err(|err| RepositoryError::unavailable(format!("cannot encode the account: {err}")))
 }
 
-fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
+pub(crate) fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
     let invalid = |err: &dyn fmt::Display| {
         RepositoryError::unavailable(format!("a stored account is not valid: {err}"))
     };
