@@ -1,6 +1,7 @@
-//! The auth routes of API.md as a client sees them, over a real socket, run twice: against the
-//! in-memory app (`memory::*`) and against an app whose sessions live on a private redis-server
-//! (`redis::*`). Every test owns its app (and its redis-server).
+//! The auth routes of API.md as a client sees them, over a real socket, run on every backend:
+//! the in-memory app (`memory::*`), Redis alone (`redis::*`, a private redis-server), PostgreSQL
+//! alone (`postgres::*`, a database of the test's own) and both (`postgres_redis::*`). Every
+//! test owns its app and its stores.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -17,29 +18,28 @@ use support::*;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Runs each listed `async fn name(backend: Backend)` as `memory::name` and `redis::name`.
-macro_rules! on_both_backends {
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as `memory::name`,
+/// `redis::name`, `postgres::name` and `postgres_redis::name`.
+macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
-        mod memory {
+        on_every_backend!(@backend memory, Memory; $($test),+);
+        on_every_backend!(@backend redis, Redis; $($test),+);
+        on_every_backend!(@backend postgres, Postgres; $($test),+);
+        on_every_backend!(@backend postgres_redis, PostgresRedis; $($test),+);
+    };
+    (@backend $module:ident, $backend:ident; $($test:ident),+) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test(super::Backend::Memory).await;
-                }
-            )+
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::Redis).await;
+                    super::$test(super::Backend::$backend).await;
                 }
             )+
         }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     register_creates_an_account_once_per_email,
     login_returns_tokens_the_session_and_a_cookie,
     bad_credentials_look_the_same_whether_the_email_exists_or_not,

@@ -15,8 +15,6 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use keel_auth::{JwtAlgorithm, KeyConfig};
 use keel_domain::UserId;
 use keel_testkit::redis::RedisServer;
@@ -27,27 +25,15 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use server::config::Config;
 use support::{
-    LOGOUT, ME, PASSWORD, REFRESH, bearer, email, expect_401, expect_problem, login, login_raw, me,
-    register, send, signup, with_cookie,
+    HS_KID, HS_SECRET, LOGOUT, ME, PASSWORD, REFRESH, bearer, cookie_key, email, expect_401,
+    expect_problem, login, login_raw, me, register, send, signup, signup_on_process, with_cookie,
 };
-
-/// The JWT key every instance shares (HS256, so a token signed by one verifies on all).
-const HS_SECRET: &str = "multi-instance-hs256-secret-0123456789-abcdefghij";
-const HS_KID: &str = "multi-hs";
 
 /// How long a client may take to notice a revoked session (the contract: within one second).
 const REVOCATION_DEADLINE_MS: u64 = 1000;
 
 /// How long the harness waits for a scenario's sync line (node start-up plus a connect).
 const SYNC_LIMIT: Duration = Duration::from_secs(30);
-
-/// The cookie key every instance shares: base64 of 64 bytes.
-fn cookie_key() -> String {
-    let bytes: Vec<u8> = (0..64_u8)
-        .map(|b| b.wrapping_mul(37).wrapping_add(11))
-        .collect();
-    STANDARD.encode(bytes)
-}
 
 /// N instances on one private redis-server. The apps are dropped before the server.
 struct Cluster {
@@ -591,32 +577,4 @@ async fn presence_forgets_the_members_of_an_instance_killed_without_goodbye() {
         serde_json::from_value(result["results"]["after"]["members"].clone()).unwrap();
     members.sort();
     assert_eq!(members, vec![ada_id], "{result}");
-}
-
-/// Registers `who` on a server process and logs in there: the access token and the user id.
-async fn signup_on_process(
-    client: &reqwest::Client,
-    server: &ServerProcess,
-    who: &str,
-) -> (String, String) {
-    let credentials = json!({"email": email(who), "password": PASSWORD});
-    let response = client
-        .post(server.url(support::REGISTER))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
-    let response = client
-        .post(server.url(support::LOGIN))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "login {who}");
-    let body: Value = response.json().await.unwrap();
-    (
-        body["accessToken"].as_str().unwrap().to_owned(),
-        body["user"]["id"].as_str().unwrap().to_owned(),
-    )
 }

@@ -14,6 +14,7 @@ use keel_auth::{JwtConfig, PasswordHashingConfig};
 use keel_http_adapter::{CorsConfig, HttpConfig, RateLimitConfig};
 use keel_realtime::RealtimeConfig;
 use keel_session::SessionConfig;
+use keel_storage::postgres::DatabaseConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Redis; unset means in-memory stores for a single instance.
     pub redis: RedisConfig,
+    /// PostgreSQL, the system of record; unset means accounts in memory (or in Redis).
+    pub database: DatabaseConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logs.
@@ -60,6 +63,7 @@ impl Default for Config {
             cookie: CookieConfig::default(),
             realtime: RealtimeConfig::default(),
             redis: RedisConfig::default(),
+            database: DatabaseConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
@@ -323,6 +327,27 @@ impl Config {
                     "must start with redis:// or rediss://",
                 ));
             }
+            if keel_session::deadpool_redis::redis::IntoConnectionInfo::into_connection_info(url)
+                .is_err()
+            {
+                return Err(ConfigError::new("redis.url", "is not a valid Redis URL"));
+            }
+        }
+        for (key, value) in [
+            ("redis.pool_size", self.redis.pool_size as u64),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
+            ("redis.wait_timeout_ms", self.redis.wait_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if let Err(error) = self.database.validate() {
+            return Err(ConfigError::new(
+                format!("database.{}", error.field),
+                error.reason,
+            ));
         }
         if self.cookie.key.is_some() {
             match self.cookie_key_bytes() {
@@ -388,6 +413,14 @@ impl Config {
                 "rate limits may not be off in production: logins could be brute-forced",
             ));
         }
+        if let Some(url) = &self.redis.url
+            && url.expose_secret().ends_with("#insecure")
+        {
+            return Err(ConfigError::new(
+                "redis.url",
+                "`#insecure` turns off the check of Redis's TLS certificate: not in production",
+            ));
+        }
         Ok(())
     }
 }
@@ -419,15 +452,12 @@ fn redacted_url<S: Serializer>(
     url: &Option<SecretString>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let Some(url) = url else {
-        return serializer.serialize_none();
-    };
-    let url = url.expose_secret();
-    let redacted = match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://[REDACTED]{}", &url[at..]),
-        _ => url.to_owned(),
-    };
-    serializer.serialize_str(&redacted)
+    match url {
+        Some(url) => {
+            serializer.serialize_str(&keel_storage::postgres::redact_url(url.expose_secret()))
+        }
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A configuration value that cannot be used: which key, and why.
@@ -443,6 +473,11 @@ impl ConfigError {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+
+    /// A key that a command needs and the configuration lacks.
+    pub fn missing(key: &str, reason: &str) -> Self {
+        Self::new(key, reason)
     }
 
     /// The key at fault, dotted (`server.port`), or empty when the whole file is at fault.
@@ -709,6 +744,57 @@ mod tests {
             assert_eq!(load_in(jail).unwrap_err().key(), "cors.allowed_origins");
             jail.set_env("KEEL_CORS__ALLOWED_ORIGINS", r#"["*"]"#);
             assert_eq!(load_in(jail).unwrap_err().key(), "cors.allowed_origins");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_database_setting_names_its_key_without_the_url() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KEEL_DATABASE__URL", "mysql://keel:canary-pw@db/keel");
+            let error = load_in(jail).unwrap_err();
+            assert_eq!(error.key(), "database.url");
+            assert!(!error.to_string().contains("canary"), "{error}");
+            jail.set_env("KEEL_DATABASE__URL", "postgres://keel:canary-pw@db/keel");
+            jail.set_env("KEEL_DATABASE__STATEMENT_TIMEOUT_MS", "0");
+            assert_eq!(
+                load_in(jail).unwrap_err().key(),
+                "database.statement_timeout_ms"
+            );
+            jail.set_env("KEEL_DATABASE__STATEMENT_TIMEOUT_MS", "1500");
+            let config = load_in(jail).unwrap();
+            assert_eq!(
+                config.database.statement_timeout(),
+                std::time::Duration::from_millis(1500)
+            );
+            let printed = config.to_redacted_toml().unwrap();
+            assert!(!printed.contains("canary"), "{printed}");
+            assert!(
+                printed.contains("postgres://[REDACTED]@db/keel"),
+                "{printed}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_redis_bounds_and_insecure_tls_in_production_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KEEL_REDIS__POOL_SIZE", "0");
+            assert_eq!(load_in(jail).unwrap_err().key(), "redis.pool_size");
+            jail.set_env("KEEL_REDIS__POOL_SIZE", "4");
+            jail.set_env("KEEL_REDIS__URL", "rediss://cache:6380/#insecure");
+            assert!(load_in(jail).is_ok());
+            jail.set_env("KEEL_PROFILE", "production");
+            jail.set_env("KEEL_AUTH__JWT__ALGORITHM", "HS256");
+            jail.set_env(
+                "KEEL_AUTH__JWT__KEYS",
+                r#"[{kid="k1",secret="0123456789abcdef0123456789abcdef"}]"#,
+            );
+            jail.set_env("KEEL_COOKIE__KEY", BASE64.encode([7u8; 64]));
+            assert_eq!(load_in(jail).unwrap_err().key(), "redis.url");
+            jail.set_env("KEEL_REDIS__URL", "rediss://cache:6380/");
+            assert!(load_in(jail).is_ok());
             Ok(())
         });
     }

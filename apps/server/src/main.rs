@@ -1,18 +1,26 @@
 //! `server`: loads the configuration, sets up logs, builds the app and runs it until SIGTERM or
-//! SIGINT. Exit codes: 0 after a clean shutdown, 1 when the server fails, 2 for bad
+//! SIGINT; or runs one administrative command and exits. Exit codes: 0 after a clean shutdown
+//! or a command that did what it was asked, 1 when the server or the command fails, 2 for bad
 //! configuration or usage.
 
 use std::process::ExitCode;
 
-use server::config::{self, Sources};
-use server::{Application, shutdown, telemetry};
+use server::config::{self, Config, Sources};
+use server::{Application, admin, shutdown, telemetry};
 
 const USAGE: &str = "\
-usage: server [--print-config | --help | --version]
+usage: server [COMMAND] [--print-config | --help | --version]
 
 Runs the Keel server. Configuration comes from defaults, then keel.toml (or the file named by
 KEEL_CONFIG), then KEEL_<SECTION>__<KEY> environment variables.
 
+Commands:
+  (none)                    serve until SIGTERM or SIGINT
+  migrate                   apply the database migrations (database.url) and exit
+  users import-from-redis   copy the accounts kept in Redis (redis.url) into PostgreSQL
+                            (database.url) and exit; safe to run again
+
+Options:
   --print-config   print the effective configuration (secrets redacted) and exit
   --help           print this help and exit
   --version        print the version and exit";
@@ -20,6 +28,8 @@ KEEL_CONFIG), then KEEL_<SECTION>__<KEY> environment variables.
 enum Command {
     Serve,
     PrintConfig,
+    Migrate,
+    ImportUsersFromRedis,
 }
 
 #[allow(
@@ -28,19 +38,23 @@ enum Command {
     reason = "the binary talks to its operator"
 )]
 fn main() -> ExitCode {
-    let command = match std::env::args().nth(1).as_deref() {
-        None => Command::Serve,
-        Some("--print-config") => Command::PrintConfig,
-        Some("--help" | "-h") => {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let command = match args.as_slice() {
+        [] => Command::Serve,
+        ["--print-config"] => Command::PrintConfig,
+        ["migrate"] => Command::Migrate,
+        ["users", "import-from-redis"] => Command::ImportUsersFromRedis,
+        ["--help" | "-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Some("--version" | "-V") => {
+        ["--version" | "-V"] => {
             println!("server {}", server::startup::VERSION);
             return ExitCode::SUCCESS;
         }
-        Some(other) => {
-            eprintln!("server: unknown argument `{other}`\n\n{USAGE}");
+        other => {
+            eprintln!("server: unknown arguments `{}`\n\n{USAGE}", other.join(" "));
             return ExitCode::from(2);
         }
     };
@@ -52,6 +66,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let needs = match command {
+        Command::Migrate => admin::needs_database(&config),
+        Command::ImportUsersFromRedis => {
+            admin::needs_database(&config).and_then(|()| admin::needs_redis(&config))
+        }
+        Command::Serve | Command::PrintConfig => Ok(()),
+    };
+    if let Err(error) = needs {
+        eprintln!("server: {error}");
+        return ExitCode::from(2);
+    }
     if let Command::PrintConfig = command {
         return match config.to_redacted_toml() {
             Ok(text) => {
@@ -77,20 +102,28 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let stop = shutdown::signal();
-        let app = match Application::build(config).await {
-            Ok(app) => app,
-            Err(error) => {
-                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "start-up failed");
-                return ExitCode::FAILURE;
-            }
-        };
-        match app.run_until_stopped(stop).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "server failed");
-                ExitCode::FAILURE
-            }
+        match command {
+            Command::Migrate => admin::migrate(&config).await,
+            Command::ImportUsersFromRedis => admin::import_users_from_redis(&config).await,
+            Command::Serve | Command::PrintConfig => serve(config).await,
         }
     })
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let stop = shutdown::signal();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "start-up failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            ExitCode::FAILURE
+        }
+    }
 }

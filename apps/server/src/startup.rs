@@ -12,19 +12,15 @@ use std::sync::Arc;
 
 use actix_web::cookie::Key;
 use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher};
-use keel_domain::{Clock, RateLimiter, SystemClock, UserRepository};
+use keel_domain::{Clock, SystemClock};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
-use keel_session::deadpool_redis::Pool;
-use keel_session::{MemorySessionStore, RedisPoolConfig, RedisSessionStore, SessionStore};
-use keel_storage::{
-    InMemoryRateLimiter, InMemoryUserRepository, RedisRateLimiter, RedisUserRepository,
-};
 
-use crate::config::{Config, RedisConfig};
+use crate::config::Config;
 use crate::readiness::{RedisCheck, SubscriptionCheck};
 use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
+use crate::stores::Stores;
 use keel_realtime::{RealtimeServer, RedisAdapter};
 use keel_session::deadpool_redis;
 use secrecy::ExposeSecret;
@@ -32,9 +28,6 @@ use tokio::sync::Notify;
 
 /// The version reported by /health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// How often the quota limiter forgets replenished keys.
-const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the flood guard forgets clients whose quota has replenished.
 #[cfg(feature = "governor")]
@@ -55,6 +48,10 @@ pub enum StartupError {
     /// The Redis pool could not be built from the configuration.
     #[error("cannot set up Redis")]
     Redis(#[source] keel_session::SessionError),
+    /// The database could not be set up, or its migrations failed for a reason that waiting
+    /// cannot fix (an unreachable database is not this: the server starts unready).
+    #[error("cannot set up the database")]
+    Database(#[source] keel_storage::postgres::DatabaseError),
     /// The JWT keys are unusable, or the start-up self-test failed.
     #[error("the JWT key ring is unusable")]
     Keys(#[source] JwtError),
@@ -103,7 +100,12 @@ impl Application {
         let address = listener.local_addr().map_err(StartupError::Server)?;
         let shutdown = Shutdown::new();
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = Vec::new();
-        let pool = redis_pool(&config.redis)?;
+        let stores = Stores::build(&config, &shutdown)?;
+        if let Some(database) = &stores.database {
+            database.migrate_or_keep_trying(&shutdown).await?;
+            checks.push(Arc::new(database.check()));
+        }
+        let pool = stores.redis.clone();
         // Asked for after every resubscribe of the Redis adapter: revocations published while
         // it was not subscribed were lost, so this instance re-checks its sockets' sessions.
         let recheck_sessions = Arc::new(Notify::new());
@@ -124,18 +126,13 @@ impl Application {
             VERSION,
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        // With Redis, accounts are shared by every instance (Redis must persist them: AOF).
-        let users: Arc<dyn UserRepository> = match &pool {
-            Some(pool) => Arc::new(
-                RedisUserRepository::new(pool.clone()).with_key_prefix(&config.session.key_prefix),
-            ),
-            None => Arc::new(InMemoryUserRepository::new()),
-        };
+        let Stores {
+            users,
+            sessions,
+            limiter,
+            ..
+        } = stores;
         let hasher = PasswordHasher::new(&config.auth.password_hashing);
-        let sessions: Arc<dyn SessionStore> = match &pool {
-            Some(pool) => Arc::new(RedisSessionStore::new(pool.clone(), config.session.clone())),
-            None => Arc::new(MemorySessionStore::new(config.session.clone())),
-        };
         let keys = key_ring(&config)?;
         let auth = Auth::new(
             Arc::clone(&users),
@@ -145,18 +142,6 @@ impl Application {
             Arc::clone(&clock),
             config.session.clone(),
         );
-        // With Redis, quotas hold across every instance (the edge falls back to in-process
-        // limits while Redis cannot answer); without it, this process is the only one.
-        let limiter: Arc<dyn RateLimiter> = match &pool {
-            Some(pool) => Arc::new(
-                RedisRateLimiter::new(pool.clone()).with_key_prefix(&config.session.key_prefix),
-            ),
-            None => {
-                let limiter = Arc::new(InMemoryRateLimiter::new());
-                spawn_rate_limiter_pruning(&limiter, &shutdown);
-                limiter
-            }
-        };
         let quotas = Quotas::new(
             &config.rate_limit.quotas,
             config.rate_limit.enabled,
@@ -322,38 +307,6 @@ fn cookie(config: &Config) -> Result<(SessionCookieConfig, Key), StartupError> {
         }
     };
     Ok((settings, key))
-}
-
-/// Forgets rate-limit keys whose quota has fully replenished.
-fn spawn_rate_limiter_pruning(limiter: &Arc<InMemoryRateLimiter>, shutdown: &Shutdown) {
-    let limiter = Arc::clone(limiter);
-    let token = shutdown.token();
-    shutdown.spawn(async move {
-        let mut interval = tokio::time::interval(RATE_LIMITER_PRUNE_INTERVAL);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => break,
-                _ = interval.tick() => { limiter.prune(time::OffsetDateTime::now_utc()); }
-            }
-        }
-    });
-}
-
-/// The one pool shared by everything that talks to Redis, when Redis is configured. Building it
-/// does not connect: a Redis that is down at start makes the server unready, not dead.
-fn redis_pool(config: &RedisConfig) -> Result<Option<Pool>, StartupError> {
-    let Some(url) = &config.url else {
-        return Ok(None);
-    };
-    let pool = keel_session::redis_pool(&RedisPoolConfig {
-        url: url.clone(),
-        max_size: config.pool_size,
-        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-        response_timeout: Duration::from_millis(config.response_timeout_ms),
-        wait_timeout: Duration::from_millis(config.wait_timeout_ms),
-    })
-    .map_err(StartupError::Redis)?;
-    Ok(Some(pool))
 }
 
 #[cfg(feature = "governor")]

@@ -80,3 +80,46 @@ fn an_unknown_argument_exits_2_with_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("usage: server"));
 }
+
+#[test]
+fn commands_that_need_a_store_say_which_key_is_missing() {
+    let output = server(&["migrate"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("database.url"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = server(
+        &["users", "import-from-redis"],
+        &[("KEEL_DATABASE__URL", "postgres://keel@127.0.0.1:1/keel")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("redis.url"), "{}", stderr(&output));
+
+    let output = server(&["users", "frobnicate"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("usage: server"));
+}
+
+#[test]
+fn migrating_an_unreachable_database_fails_with_exit_1_in_bounded_time() {
+    let started = std::time::Instant::now();
+    let output = server(
+        &["migrate"],
+        &[
+            (
+                "KEEL_DATABASE__URL",
+                "postgres://keel:canary-pw@127.0.0.1:1/keel",
+            ),
+            ("KEEL_DATABASE__CONNECT_TIMEOUT_MS", "500"),
+            ("KEEL_LOG__FORMAT", "json"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert!(logs.contains("the migrations failed"), "{logs}");
+    assert!(!logs.contains("canary-pw"), "{logs}");
+}

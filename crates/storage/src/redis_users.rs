@@ -130,6 +130,55 @@ impl RedisUserRepository {
         key
     }
 
+    /// One page of every account in this store, for moving them elsewhere
+    /// (`server users import-from-redis`): pass cursor 0 first, then the cursor each page
+    /// returns, until it returns 0. Built on `SCAN` over the whole keyspace, so meant for a
+    /// one-off administrative run, not for a request path; `count` is a hint of how many keys
+    /// Redis looks at per page.
+    ///
+    /// # Errors
+    ///
+    /// [`RepositoryError::Unavailable`] when Redis cannot answer or an account does not decode.
+    pub async fn scan_accounts(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<UserRecord>), RepositoryError> {
+        let mut conn = self.connection().await?;
+        let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}user:*", self.prefix))
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        // `user:<id>` only: the session store's `user:<id>:sessions` shares the pattern.
+        let accounts: Vec<String> = keys
+            .into_iter()
+            .filter(|key| {
+                key.strip_prefix(&self.prefix)
+                    .and_then(|rest| rest.strip_prefix("user:"))
+                    .is_some_and(|id| id.parse::<UserId>().is_ok())
+            })
+            .collect();
+        if accounts.is_empty() {
+            return Ok((next, Vec::new()));
+        }
+        let raws: Vec<Option<String>> = conn
+            .mget(&accounts)
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        // A key may vanish between SCAN and MGET; what is left decodes or fails loudly.
+        let records = raws
+            .iter()
+            .flatten()
+            .map(|raw| decode(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((next, records))
+    }
+
     async fn connection(&self) -> Result<deadpool_redis::Connection, RepositoryError> {
         self.pool.get().await.map_err(RepositoryError::unavailable)
     }

@@ -234,3 +234,69 @@ async fn a_stopped_database_is_unavailable_in_time_and_a_restarted_one_serves_ag
     .map(|found| assert_eq!(found, ada))
     .unwrap_or_else(|| panic!("the account survived the restart"));
 }
+
+#[tokio::test]
+async fn accounts_move_from_redis_once_and_two_spellings_of_one_address_are_reported() {
+    use deadpool_redis::redis::AsyncCommands;
+    use keel_storage::RedisUserRepository;
+    use keel_testkit::redis::{RedisServer, unique_prefix};
+
+    let (_db, config) = migrated(PostgresServer::shared()).await;
+    let target = repo(&config);
+    let redis = RedisServer::shared();
+    let pool = deadpool_redis::Config::from_url(redis.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let prefix = unique_prefix();
+    let source = RedisUserRepository::new(pool.clone()).with_key_prefix(&prefix);
+    let ada = record("Ada@Example.com");
+    let grace = record("grace@example.com");
+    source.insert(ada.clone()).await.unwrap();
+    source.insert(grace.clone()).await.unwrap();
+    // A release before 0.2 let one address in twice, composed and decomposed: they are one
+    // address now, so only the first can move.
+    let mut conn = pool.get().await.unwrap();
+    for (id, spelling) in [
+        (
+            "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2a",
+            "jos\u{e9}@example.com",
+        ),
+        (
+            "0192d5e4-7b1c-7cc0-9a4e-3f1f1c0e8b2b",
+            "jose\u{301}@example.com",
+        ),
+    ] {
+        let json = serde_json::json!({
+            "id": id, "email": spelling, "displayName": "Jos\u{e9}",
+            "createdAt": "2025-06-01T12:00:00.123456Z", "passwordHash": conformance::HASH,
+        });
+        let () = conn
+            .set(format!("{prefix}user:{id}"), json.to_string())
+            .await
+            .unwrap();
+    }
+    // Keys that are not accounts are left alone.
+    let () = conn
+        .zadd(format!("{prefix}user:{}:sessions", ada.user.id), "s", 1)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let first = postgres::import_from_redis(&source, &target).await.unwrap();
+    assert_eq!(first.imported, 3, "{first:?}");
+    assert_eq!(first.already_present, 0, "{first:?}");
+    assert_eq!(first.conflicts.len(), 1, "{first:?}");
+    assert_eq!(
+        target.find_by_id(ada.user.id).await.unwrap(),
+        Some(ada.clone())
+    );
+    assert_eq!(
+        target.find_by_email(&grace.user.email).await.unwrap(),
+        Some(grace)
+    );
+
+    let again = postgres::import_from_redis(&source, &target).await.unwrap();
+    assert_eq!(again.imported, 0, "{again:?}");
+    assert_eq!(again.already_present, 3, "{again:?}");
+    assert_eq!(again.conflicts, first.conflicts);
+}

@@ -19,6 +19,7 @@ pub mod postgres;
 #[cfg(feature = "app")]
 pub mod process;
 pub mod redis;
+mod tls;
 mod watchdog;
 
 #[cfg(feature = "app")]

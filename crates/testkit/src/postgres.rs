@@ -87,6 +87,21 @@ impl PostgresServer {
     /// When the PostgreSQL binaries are missing (the message says how to install them), or when
     /// the server does not come up (the message shows its log).
     pub fn start() -> PostgresServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), but the server accepts TLS connections only (a
+    /// self-signed certificate; `hostssl` in `pg_hba.conf`, plain connections rejected):
+    /// connect with `?sslmode=require`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when `openssl` is missing.
+    pub fn start_tls() -> PostgresServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PostgresServer {
         let bin = bindir().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
         let dir = match tempfile::Builder::new().prefix("keel-postgres-").tempdir() {
             Ok(dir) => dir.keep(),
@@ -114,6 +129,9 @@ impl PostgresServer {
         };
         server.arm_watchdog();
         server.init();
+        if tls {
+            server.require_tls();
+        }
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
@@ -305,6 +323,42 @@ impl PostgresServer {
                 String::from_utf8_lossy(&output.stderr)
             ),
             Err(err) => panic!("cannot run initdb: {err}"),
+        }
+    }
+
+    /// Turns TLS on with a self-signed certificate, and refuses plain TCP connections.
+    fn require_tls(&self) {
+        let (cert, key) = crate::tls::self_signed(&self.dir);
+        let data = self.data();
+        let settings = format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        );
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+                   host all all 127.0.0.1/32 reject\n";
+        let written = std::fs::write(data.join("keel-testkit-tls.conf"), settings)
+            .and_then(|()| std::fs::write(data.join("pg_hba.conf"), hba))
+            .and_then(|()| {
+                let conf = data.join("postgresql.conf");
+                let main = std::fs::read_to_string(&conf)?;
+                std::fs::write(
+                    &conf,
+                    format!("{main}\ninclude_if_exists = 'keel-testkit-tls.conf'\n"),
+                )
+            })
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt as _;
+                // PostgreSQL refuses a key that others can read.
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            });
+        if let Err(err) = written {
+            panic!("cannot set PostgreSQL up for TLS: {err}");
+        }
+        if is_root() {
+            for path in [cert, key] {
+                hand_over(&path);
+            }
         }
     }
 

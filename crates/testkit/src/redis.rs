@@ -50,6 +50,8 @@ const INSTALL_HINT: &str = "`redis-server` was not found on PATH. Keel's tests s
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Whether it speaks TLS only (see [`RedisServer::start_tls`]).
+    tls: bool,
     // Removed when dropped, after `Drop` has killed the child.
     dir: TempDir,
 }
@@ -85,18 +87,37 @@ impl RedisServer {
     /// When `redis-server` is not installed (the message says how to install it), or when the
     /// server does not come up within a bounded deadline (the message shows its last output).
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), but the server speaks TLS only, with a self-signed
+    /// certificate: its [`url`](Self::url) is `rediss://...#insecure`, which tells the client
+    /// not to check the certificate.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when `openssl` is missing.
+    pub fn start_tls() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> RedisServer {
         let dir = match tempfile::Builder::new().prefix("keel-redis-").tempdir() {
             Ok(dir) => dir,
             Err(err) => panic!("cannot create a temporary directory for redis-server: {err}"),
         };
+        if tls {
+            crate::tls::self_signed(dir.path());
+        }
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match launch(port, &dir) {
+            match launch(port, &dir, tls) {
                 Ok(child) => {
                     return RedisServer {
                         child: Some(child),
                         port,
+                        tls,
                         dir,
                     };
                 }
@@ -110,9 +131,14 @@ impl RedisServer {
         );
     }
 
-    /// The URL to connect to, such as `redis://127.0.0.1:40123/`.
+    /// The URL to connect to, such as `redis://127.0.0.1:40123/` (or
+    /// `rediss://127.0.0.1:40123/#insecure` for a [`start_tls`](Self::start_tls) server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        if self.tls {
+            format!("rediss://127.0.0.1:{}/#insecure", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
     }
 
     /// The TCP port the server listens on (kept across [`restart`](Self::restart)).
@@ -144,7 +170,7 @@ impl RedisServer {
     /// port meanwhile).
     pub fn restart(&mut self) {
         self.stop();
-        match launch(self.port, &self.dir) {
+        match launch(self.port, &self.dir, self.tls) {
             Ok(child) => self.child = Some(child),
             Err(Failure::PortTaken(log) | Failure::Fatal(log)) => {
                 panic!("redis-server did not restart on port {}: {log}", self.port)
@@ -296,10 +322,21 @@ fn free_port() -> u16 {
 }
 
 /// Spawns `redis-server` on `port` and waits until it is ready.
-fn launch(port: u16, dir: &TempDir) -> Result<Child, Failure> {
-    let spawned = Command::new("redis-server")
-        .arg("--port")
-        .arg(port.to_string())
+fn launch(port: u16, dir: &TempDir, tls: bool) -> Result<Child, Failure> {
+    let mut command = Command::new("redis-server");
+    if tls {
+        // TLS only: the plain port is off.
+        command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(dir.path().join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.path().join("server.key"))
+            .args(["--tls-auth-clients", "no"]);
+    } else {
+        command.arg("--port").arg(port.to_string());
+    }
+    let spawned = command
         .arg("--bind")
         .arg("127.0.0.1")
         .arg("--save")
@@ -324,7 +361,7 @@ fn launch(port: u16, dir: &TempDir) -> Result<Child, Failure> {
         Err(err) => return Err(Failure::Fatal(format!("cannot run redis-server: {err}"))),
     };
     let lines = forward_output(&mut child);
-    match wait_until_ready(port, &lines) {
+    match wait_until_ready(port, &lines, tls) {
         Ok(()) => Ok(child),
         Err(log) => {
             let _ = child.kill();
@@ -371,8 +408,9 @@ fn spawn_reader<R: Read + Send + 'static>(stream: R, tx: mpsc::Sender<String>) {
     });
 }
 
-/// Waits for the "ready" log line, then for a `PONG`. On failure returns the output seen.
-fn wait_until_ready(port: u16, lines: &Receiver<String>) -> Result<(), Vec<String>> {
+/// Waits for the "ready" log line, then for a `PONG` (plain servers only: the probe speaks no
+/// TLS). On failure returns the output seen.
+fn wait_until_ready(port: u16, lines: &Receiver<String>, tls: bool) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + START_DEADLINE;
     let mut log = Vec::new();
     let mut ready = false;
@@ -386,6 +424,9 @@ fn wait_until_ready(port: u16, lines: &Receiver<String>) -> Result<(), Vec<Strin
             // Timed out, or both pipes closed: the server exited.
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Err(log),
         }
+    }
+    if tls {
+        return Ok(());
     }
     // Ready by its own account; confirm with a real round trip, still within the deadline.
     loop {

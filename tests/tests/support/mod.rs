@@ -8,6 +8,7 @@ use std::ops::Deref;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keel_testkit::TestApp;
+use keel_testkit::postgres::{PostgresServer, TestDatabase};
 use keel_testkit::redis::RedisServer;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -29,32 +30,62 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const COOKIE_NAME: &str = "keel_session";
 pub const USER_AGENT: &str = "keel-e2e/1.0";
 
-/// Where the app keeps its sessions.
+/// Where the app keeps its accounts and sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// Nothing configured: everything in memory.
     Memory,
+    /// Redis only: accounts, sessions and quotas on a private redis-server.
     Redis,
+    /// PostgreSQL only: accounts and sessions in a database of the test's own.
+    Postgres,
+    /// Both: accounts in PostgreSQL (with snapshots in Redis), sessions and quotas on Redis.
+    PostgresRedis,
 }
 
-/// An app of one test, with the private redis-server it uses (if any). The app is dropped first.
+impl Backend {
+    fn has_redis(self) -> bool {
+        matches!(self, Self::Redis | Self::PostgresRedis)
+    }
+
+    fn has_postgres(self) -> bool {
+        matches!(self, Self::Postgres | Self::PostgresRedis)
+    }
+}
+
+/// An app of one test, with the private redis-server and database it uses (if any). The app is
+/// dropped first.
 pub struct Keel {
     pub app: TestApp,
     pub redis: Option<RedisServer>,
+    /// The test's database on the binary's PostgreSQL server.
+    pub database: Option<TestDatabase>,
 }
 
 impl Keel {
     /// The app with test defaults on `backend`, then `customize` applied.
     pub async fn spawn(backend: Backend, customize: impl FnOnce(&mut Config)) -> Self {
-        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let redis = backend.has_redis().then(RedisServer::start);
+        let database = backend
+            .has_postgres()
+            .then(|| PostgresServer::shared().database());
         let url = redis.as_ref().map(RedisServer::url);
+        let database_url = database.as_ref().map(|db| db.url.clone());
         let app = TestApp::spawn_with(|config| {
             if let Some(url) = url {
                 config.redis.url = Some(SecretString::from(url));
             }
+            if let Some(url) = database_url {
+                config.database.url = Some(SecretString::from(url));
+            }
             customize(config);
         })
         .await;
-        Self { app, redis }
+        Self {
+            app,
+            redis,
+            database,
+        }
     }
 }
 
@@ -288,4 +319,60 @@ pub fn without_request_id(mut body: Value) -> Value {
         object.remove("requestId");
     }
     body
+}
+
+/// The JWT key that every instance of a multi-instance test shares (HS256, so a token signed by
+/// one verifies on all).
+pub const HS_SECRET: &str = "multi-instance-hs256-secret-0123456789-abcdefghij";
+pub const HS_KID: &str = "multi-hs";
+
+/// The cookie key that every instance of a multi-instance test shares: base64 of 64 bytes.
+pub fn cookie_key() -> String {
+    let bytes: Vec<u8> = (0..64_u8)
+        .map(|b| b.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The environment that gives server processes the shared keys ([`HS_SECRET`], [`cookie_key`])
+/// and a short shutdown, for tests that restart them or run several.
+pub fn shared_keys_env() -> Vec<(String, String)> {
+    vec![
+        ("KEEL_AUTH__JWT__ALGORITHM".into(), "HS256".into()),
+        (
+            "KEEL_AUTH__JWT__KEYS".into(),
+            format!(r#"[{{kid="{HS_KID}",secret="{HS_SECRET}"}}]"#),
+        ),
+        ("KEEL_COOKIE__KEY".into(), cookie_key()),
+        ("KEEL_SHUTDOWN__DRAIN_SECONDS".into(), "0".into()),
+        ("KEEL_SHUTDOWN__TIMEOUT_SECONDS".into(), "5".into()),
+    ]
+}
+
+/// Registers `who` on a server process and logs in there: the access token and the user id.
+pub async fn signup_on_process(
+    client: &reqwest::Client,
+    server: &keel_testkit::ServerProcess,
+    who: &str,
+) -> (String, String) {
+    let credentials = json!({"email": email(who), "password": PASSWORD});
+    let response = client
+        .post(server.url(REGISTER))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register answered");
+    assert_eq!(response.status(), StatusCode::CREATED, "register {who}");
+    let response = client
+        .post(server.url(LOGIN))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login answered");
+    assert_eq!(response.status(), StatusCode::OK, "login {who}");
+    let body: Value = response.json().await.expect("JSON");
+    (
+        body["accessToken"].as_str().expect("a token").to_owned(),
+        body["user"]["id"].as_str().expect("an id").to_owned(),
+    )
 }

@@ -7,11 +7,13 @@
 //!   `crates/storage/migrations`, run under an advisory lock so that instances starting together
 //!   migrate once. Applied migrations that this release does not know (a newer release ran
 //!   them) are ignored, so a rollback is a deploy.
-//! - [`PgUserRepository`]: the [`UserRepository`](keel_domain::UserRepository) port.
+//! - [`PgUserRepository`]: the [`UserRepository`](keel_domain::UserRepository) port, and
+//!   [`import_from_redis`] to move the accounts an earlier deployment kept in Redis.
 //!
 //! Every error of the database (down, timed out, refused) becomes the port's "unavailable"
 //! error, for callers to fail closed; the cause rides along for the log.
 
+mod import;
 mod users;
 
 use std::str::FromStr;
@@ -23,6 +25,7 @@ use sqlx::ConnectOptions as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use import::{ImportReport, import_from_redis};
 pub use sqlx;
 pub use users::PgUserRepository;
 
