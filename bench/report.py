@@ -79,6 +79,8 @@ TARGETS_DOC = [
     ("fanout_paced_p99", "Fan-out to 1,000 sockets paced at 50 msg/s: p99 delivery < 10 ms"),
     ("acks_rate", "Ack round trips (100 sockets, closed loop): >= 100,000 acks/s"),
     ("acks_p99", "Ack round trips: p99 < 5 ms"),
+    ("me_postgres_vs_pgbench", "GET /me on PostgreSQL alone vs pgbench -S (same clients): req/s >= 40% of tps"),
+    ("me_postgres_redis_vs_redis", "GET /me on PostgreSQL + Redis vs GET /me on Redis alone (interleaved): req/s >= 90%"),
 ]
 
 HTTP_ROWS = [
@@ -90,11 +92,26 @@ HTTP_ROWS = [
     ("refresh-memory", "`POST /api/v1/auth/refresh`, in memory"),
     ("refresh-redis", "`POST /refresh`, on Redis"),
     ("login", "`POST /api/v1/auth/login` (argon2id; not a target)"),
+    ("pgbench-select", "pgbench -S, private PostgreSQL (reference; tps)"),
+    ("me-postgres", "`GET /me`, on PostgreSQL alone"),
+    ("refresh-postgres", "`POST /refresh`, on PostgreSQL alone"),
+    ("register-postgres", "`POST /register`, on PostgreSQL (argon2id; not a target)"),
+    ("login-postgres", "`POST /login`, on PostgreSQL (argon2id; not a target)"),
+    ("me-redis-again", "`GET /me`, on Redis alone, interleaved with the next row"),
+    ("me-postgres-redis", "`GET /me`, on PostgreSQL + Redis (users from their Redis snapshot)"),
 ]
+
+# References whose client runs unwatched on the server core: no server CPU, not judged.
+REFERENCES = {"redis-get", "pgbench-select"}
 
 
 # The process whose CPU share the HTTP table shows, by scenario (run.sh's watch names).
-SERVER_PROCESS = {"hello": "hello", "me-memory-limits": "keel_limits", "redis-get": "redis"}
+SERVER_PROCESS = {
+    "hello": "hello",
+    "me-memory-limits": "keel_limits",
+    "redis-get": "redis",
+    "me-postgres-redis": "keel_both",
+}
 
 
 def median(values):
@@ -165,6 +182,16 @@ def aggregate(reps):
                 if share and share > 5:
                     per_core.append(r["wrk"]["rps"] / (share / 100))
             entry["rps_per_core"] = median(per_core)
+        elif tool == "pgbench" and good:
+            rps = [r["rps"] for r in good]
+            entry.update(
+                connections=good[0]["connections"],
+                rps_median=median(rps),
+                rps_min=min(rps),
+                rps_max=max(rps),
+                mean_ms=median([r.get("mean_ms") for r in good]),
+                errors=0,
+            )
         elif tool == "redis-benchmark" and good:
             rps = [r["rps"] for r in good]
             entry.update(
@@ -238,6 +265,10 @@ def targets(s):
     add("acks_rate", v, ">= 100,000/s", lambda x: x >= 100_000, num(v, "/s"))
     v = fig(s, "acks", "p99_ms")
     add("acks_p99", v, "< 5 ms", lambda x: x < 5, ms(v))
+    r = ratio(rps("me-postgres"), rps("pgbench-select"))
+    add("me_postgres_vs_pgbench", r, ">= 40%", lambda v: v >= 0.40, pct(r))
+    r = ratio(rps("me-postgres-redis"), rps("me-redis-again"))
+    add("me_postgres_redis_vs_redis", r, ">= 90%", lambda v: v >= 0.90, pct(r))
     return rows
 
 
@@ -326,6 +357,8 @@ TARGET_INPUTS = {
     "fanout_paced_p99": ["fanout-memory-paced"],
     "acks_rate": ["acks"],
     "acks_p99": ["acks"],
+    "me_postgres_vs_pgbench": ["me-postgres"],
+    "me_postgres_redis_vs_redis": ["me-postgres-redis", "me-redis-again"],
 }
 
 
@@ -336,11 +369,11 @@ def disturbed(scenarios, machine):
     out = {}
     core = f"cpu{machine.get('server_cpus')}"
     for name, entry in scenarios.items():
-        if name == "redis-get":
+        if name in REFERENCES:
             continue
         busy = (entry.get("cores_busy_pct") or {}).get(core)
         procs = entry.get("process_cpu_pct") or {}
-        ours = sum(v for k, v in procs.items() if k != "redis" and v is not None)
+        ours = sum(v for k, v in procs.items() if k not in ("redis", "postgres") and v is not None)
         if busy is not None and procs and busy - ours > 15:
             out[name] = busy - ours
     return out
@@ -387,7 +420,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
           "were not measured.")
     w("")
 
-    w("### Targets of issue #6")
+    w("### Targets")
     w("")
     w("| target | measured | goal | status |")
     w("|---|---|---|---|")
@@ -428,7 +461,7 @@ def render(machine, scenarios, target_rows, points, plot_name):
         w(f"| {text} | {e.get('connections')} | {e['rps_median']:,.0f} | "
           f"{e['rps_min']:,.0f}–{e['rps_max']:,.0f} | {cell(e.get('p50_ms'))} | {cell(e.get('p99_ms'))} | "
           f"{e.get('errors', 0):,} | {cell(server_cpu, '{:.0f}%')} | "
-          f"{num(e.get('rps_per_core')) if name != 'redis-get' else '–'} | {cores_shown} |")
+          f"{num(e.get('rps_per_core')) if name not in REFERENCES else '–'} | {cores_shown} |")
     w("")
     if stolen:
         w("⚠ **Other processes used the server core during these runs** (its utilisation minus the "
@@ -436,7 +469,11 @@ def render(machine, scenarios, target_rows, points, plot_name):
           "these figures and the ratios built on them are not trustworthy; run again on a quiet "
           "machine.")
         w("")
-    for name, text in (("me-redis", "`GET /me`"), ("refresh-redis", "`POST /refresh`")):
+    for name, text in (
+        ("me-redis", "`GET /me`"),
+        ("refresh-redis", "`POST /refresh`"),
+        ("me-postgres-redis", "`GET /me` on PostgreSQL + Redis"),
+    ):
         calls = (scenarios.get(name) or {}).get("redis_calls_per_request")
         if calls:
             detail = ", ".join(f"{c} {v:.2f}" for c, v in calls.items() if v >= 0.005)

@@ -105,6 +105,7 @@ install_tools() {
   command -v curl >/dev/null 2>&1 || need_apt+=(curl)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+  pg_bin >/dev/null 2>&1 || need_apt+=(postgresql postgresql-contrib)
   if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$INSTALL" = 0 ]; then die "missing: ${need_apt[*]} (and --no-install)"; fi
     log "installing: ${need_apt[*]}"
@@ -114,6 +115,16 @@ install_tools() {
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
   fi
+}
+
+# PostgreSQL's binary folder (Debian keeps it off the PATH); pgbench ships with the server.
+pg_bin() {
+  local dir
+  dir=$(pg_config --bindir 2>/dev/null) && [ -x "$dir/initdb" ] && [ -x "$dir/pgbench" ] && { echo "$dir"; return 0; }
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$dir/initdb" ] && [ -x "$dir/pgbench" ] && { echo "$dir"; return 0; }
+  done
+  return 1
 }
 
 # --- processes ---------------------------------------------------------------------------------
@@ -223,6 +234,47 @@ start_redis() {
   log "redis-server: pid $REDIS_PID on port $port"
 }
 
+# A private PostgreSQL (never the system one): initdb into the run directory, as `nobody` when
+# the harness runs as root (initdb refuses root), on the load cores like Redis. Durability as in
+# production but for synchronous_commit=off (a commit does not wait for its WAL flush, which on
+# a VM's disk would measure the disk): the writes of register, login and refresh stay cheap and
+# honest, and the select-only reference is unaffected.
+PG_AS=()
+start_postgres() {
+  local bin port data="$RUN/pg"
+  bin=$(pg_bin) || die "PostgreSQL's binaries are missing (apt-get install postgresql)"
+  port=$(free_port)
+  mkdir -p "$data"
+  if [ "$(id -u)" = 0 ]; then
+    chown nobody:nogroup "$data"
+    PG_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+  fi
+  "${PG_AS[@]}" "$bin/initdb" -D "$data/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+    --no-sync >"$RUN/logs/initdb.log" 2>&1 || die "initdb failed (see $RUN/logs/initdb.log)"
+  cat >>"$data/data/postgresql.conf" <<EOF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$data'
+synchronous_commit = off
+shared_buffers = 256MB
+max_connections = 300
+EOF
+  "${PIN_LOAD[@]}" "${PG_AS[@]}" "$bin/postgres" -D "$data/data" >"$RUN/logs/postgres.log" 2>&1 &
+  PG_PID=$!
+  PIDS+=("$PG_PID")
+  PG_PORT="$port"
+  for _ in $(seq 100); do
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+    sleep 0.1
+  done
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || die "private PostgreSQL did not start"
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres keel
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres pgbench
+  "$bin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q pgbench >"$RUN/logs/pgbench-init.log" 2>&1
+  PG_URL_BASE="postgres://postgres@127.0.0.1:$port"
+  log "postgres: pid $PG_PID on port $port"
+}
+
 # --- measuring ---------------------------------------------------------------------------------
 
 CLK_TCK=$(getconf CLK_TCK)
@@ -323,6 +375,29 @@ redis_bench_run() { # rep requests
   [ "$rep" != warmup ] || return 0
   record "{\"scenario\":\"redis-get\",\"rep\":$rep,\"tool\":\"redis-benchmark\",\"connections\":$CONNS,\"requests\":$n,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"cpu\":$cpu,\"raw\":\"raw/redis-get-$rep.csv\"}"
   log "$(printf '%-16s rep %s: %.0f req/s  p50 %s ms  p99 %s ms' redis-get "$rep" "$rps" "$p50" "$p99")"
+}
+
+# pgbench -S (select-only: one primary-key SELECT per transaction, prepared, so one round trip):
+# the limit of one PostgreSQL round trip per request at the same number of clients, on the
+# server cores while PostgreSQL stays on the load cores (the placement of Keel on PostgreSQL).
+pgbench_run() { # rep secs
+  local rep="$1" secs="$2" cpu tps lat bin
+  local out="$RUN/raw/pgbench-select-$rep.txt"
+  bin=$(pg_bin)
+  cpu_start
+  "${PIN_SERVER[@]}" "$bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -S -M prepared \
+    -c "$CONNS" -j 1 -T "$secs" -n pgbench >"$out" 2>&1 || true
+  cpu=$(cpu_stop_json)
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | tail -n 1)
+  lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$out" | tail -n 1)
+  if [ -z "${tps:-}" ]; then
+    log "pgbench failed, see $out"
+    [ "$rep" = warmup ] || record "{\"scenario\":\"pgbench-select\",\"rep\":$rep,\"tool\":\"pgbench\",\"failed\":true}"
+    return 0
+  fi
+  [ "$rep" != warmup ] || return 0
+  record "{\"scenario\":\"pgbench-select\",\"rep\":$rep,\"tool\":\"pgbench\",\"connections\":$CONNS,\"secs\":$secs,\"rps\":$tps,\"mean_ms\":${lat:-null},\"cpu\":$cpu,\"raw\":\"raw/pgbench-select-$rep.txt\"}"
+  log "$(printf '%-16s rep %s: %.0f tps  mean %s ms' pgbench-select "$rep" "$tps" "${lat:-?}")"
 }
 
 # loadgen_run SCENARIO REP TIMEOUT ARGS...: one JSON object on loadgen's stdout.
@@ -587,7 +662,57 @@ run_http() {
   refresh_runs "$redis_url" refresh-redis
   REDIS_WATCH_PORT=""
   stop_pid "$redis_keel_pid" "$RUN/logs/keel-redis.log"
+  unwatch_all
+
+  # Phase 3, on a private PostgreSQL: the pgbench -S reference; Keel on PostgreSQL alone (/me,
+  # refresh, register, login); Keel on PostgreSQL + Redis (/me, interleaved with /me on Redis
+  # alone, which it must stay close to: the user is read from its Redis snapshot).
+  start_postgres
+  local pg_pid="$PG_PID"
+  start_keel keel-postgres "${NO_LIMITS[@]}" KEEL_DATABASE__URL="$PG_URL_BASE/keel"
+  local pg_keel_pid="$KEEL_PID" pg_url="$KEEL_URL"
+  watch_pid "$pg_keel_pid" keel
+  watch_pid "$pg_pid" postgres
+  sessions "$pg_url" "$ME_SESSIONS" me-postgres --register
+  pgbench_run warmup "$WARMUP"
+  wrk_run me-postgres warmup "$CONNS" "$WARMUP" me.lua "$pg_url" BENCH_TOKENS="$RUN/tokens/me-postgres.access"
+  for rep in $(seq "$REPS"); do
+    pgbench_run "$rep" "$DURATION"
+    wrk_run me-postgres "$rep" "$CONNS" "$DURATION" me.lua "$pg_url" BENCH_TOKENS="$RUN/tokens/me-postgres.access"
+  done
+  refresh_runs "$pg_url" refresh-postgres
+  wrk_run register-postgres warmup "$LOGIN_CONNS" "$WARMUP" register.lua "$pg_url" BENCH_EMAIL_PREFIX="warm-$STAMP"
+  wrk_run login-postgres warmup "$LOGIN_CONNS" "$WARMUP" login.lua "$pg_url" BENCH_EMAIL="$BENCH_EMAIL" BENCH_PASSWORD="$BENCH_PASSWORD"
+  for rep in $(seq "$REPS"); do
+    wrk_run register-postgres "$rep" "$LOGIN_CONNS" "$DURATION" register.lua "$pg_url" BENCH_EMAIL_PREFIX="r$rep-$STAMP"
+    wrk_run login-postgres "$rep" "$LOGIN_CONNS" "$DURATION" login.lua "$pg_url" BENCH_EMAIL="$BENCH_EMAIL" BENCH_PASSWORD="$BENCH_PASSWORD"
+  done
+  stop_pid "$pg_keel_pid" "$RUN/logs/keel-postgres.log"
+  unwatch_all
+
+  start_keel keel-redis-again "${NO_LIMITS[@]}" KEEL_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
+  local again_pid="$KEEL_PID" again_url="$KEEL_URL"
+  start_keel keel-postgres-redis "${NO_LIMITS[@]}" KEEL_DATABASE__URL="$PG_URL_BASE/keel" \
+    KEEL_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" KEEL_SESSION__KEY_PREFIX="keelpg:"
+  local both_pid="$KEEL_PID" both_url="$KEEL_URL"
+  watch_pid "$again_pid" keel
+  watch_pid "$both_pid" keel_both
+  watch_pid "$redis_pid" redis
+  watch_pid "$pg_pid" postgres
+  sessions "$again_url" "$ME_SESSIONS" me-redis-again
+  sessions "$both_url" "$ME_SESSIONS" me-postgres-redis
+  wrk_run me-redis-again warmup "$CONNS" "$WARMUP" me.lua "$again_url" BENCH_TOKENS="$RUN/tokens/me-redis-again.access"
+  wrk_run me-postgres-redis warmup "$CONNS" "$WARMUP" me.lua "$both_url" BENCH_TOKENS="$RUN/tokens/me-postgres-redis.access"
+  REDIS_WATCH_PORT="$REDIS_PORT"
+  for rep in $(seq "$REPS"); do
+    wrk_run me-redis-again "$rep" "$CONNS" "$DURATION" me.lua "$again_url" BENCH_TOKENS="$RUN/tokens/me-redis-again.access"
+    wrk_run me-postgres-redis "$rep" "$CONNS" "$DURATION" me.lua "$both_url" BENCH_TOKENS="$RUN/tokens/me-postgres-redis.access"
+  done
+  REDIS_WATCH_PORT=""
+  stop_pid "$again_pid" "$RUN/logs/keel-redis-again.log"
+  stop_pid "$both_pid" "$RUN/logs/keel-postgres-redis.log"
   stop_pid "$redis_pid"
+  stop_pid "$pg_pid"
   unwatch_all
 }
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The docker-compose topology of deploy/ from local processes, for tests and for machines
-# without Docker: a private redis-server, N Keel `server` processes sharing one JWT key and one
-# cookie key, and nginx (Debian's package, run as the current user) in front with a
-# configuration derived from deploy/nginx/nginx.conf (same routing rules).
+# without Docker: a private PostgreSQL (the system of record) and a private redis-server, N Keel
+# `server` processes sharing one JWT key and one cookie key, and nginx (Debian's package, run as
+# the current user) in front with a configuration derived from deploy/nginx/nginx.conf (same
+# routing rules).
 #
 # Usage:
-#   deploy/local/run.sh [--instances N] [--dir DIR]   start, print the addresses, run until
-#                                                      SIGTERM / SIGINT (Ctrl-C), then stop all
-#   deploy/local/run.sh stop DIR                       stop the topology that runs in DIR
+#   deploy/local/run.sh [--instances N] [--dir DIR] [--no-postgres]
+#                                  start, print the addresses, run until SIGTERM / SIGINT
+#                                  (Ctrl-C), then stop all; --no-postgres: accounts in Redis
+#   deploy/local/run.sh stop DIR   stop the topology that runs in DIR
 #
 # Output on stdout, one line each, the `front` line last:
 #   dir /tmp/keel-local.XXXXXX
+#   postgres postgres://postgres@127.0.0.1:PORT/keel     (unless --no-postgres)
 #   redis redis://127.0.0.1:PORT
 #   instance 1 http://127.0.0.1:PORT
 #   ...
@@ -27,14 +30,19 @@
 #                      target/debug/server in the repository; build it with `cargo build -p server`)
 #   LOCAL_KEEL_INSTANCES  number of Keel instances (default 2; --instances wins)
 #   NGINX_BIN / REDIS_SERVER_BIN   default: nginx / redis-server on PATH (or /usr/sbin/nginx)
+#   PG_BINDIR          PostgreSQL's binaries (default: `pg_config --bindir`, else the newest
+#                      /usr/lib/postgresql/*/bin); initdb and postgres run as `nobody` when
+#                      run.sh runs as root (they refuse root)
 #   LOCAL_KEEL_KEEP=1  keep DIR after a clean stop (it is removed when run.sh made it itself;
 #                      it is always kept after a failure, and when given with --dir)
 #   KEEL_*             passed to every instance (an unknown key stops it). Defaults here:
 #                      KEEL_PROFILE=production, KEEL_HTTP__TRUSTED_PROXIES=["127.0.0.1/32"] (nginx), KEEL_SERVER__WORKERS=1;
 #                      set KEEL_PROFILE=development to try cookies over plain http in a browser
-#                      (production cookies are Secure). The keys and KEEL_REDIS__URL are
-#                      generated, KEEL_LOG__FORMAT is json (the script reads the listen address).
-# Requires bash, redis-server, nginx, openssl (or /dev/urandom + base64) and a built server.
+#                      (production cookies are Secure). The keys, KEEL_REDIS__URL and
+#                      KEEL_DATABASE__URL are generated, KEEL_LOG__FORMAT is json (the script
+#                      reads the listen address).
+# Requires bash, redis-server, PostgreSQL's server binaries (Debian: postgresql; not with
+# --no-postgres), nginx, openssl (or /dev/urandom + base64) and a built server.
 
 set -euo pipefail
 trap '' PIPE # a reader that went away must not kill us before we clean up
@@ -58,6 +66,7 @@ program() {
   case "$1" in
     keel-*) echo server ;;
     redis) echo redis ;;
+    postgres) echo postgres ;;
     *) echo "$1" ;;
   esac
 }
@@ -114,10 +123,12 @@ fi
 
 instances="${LOCAL_KEEL_INSTANCES:-2}"
 dir=""
+with_postgres=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --instances) instances="${2:?--instances needs a number}"; shift 2 ;;
     --dir) dir="${2:?--dir needs a directory}"; shift 2 ;;
+    --no-postgres) with_postgres=0; shift ;;
     -h | --help) sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -130,6 +141,15 @@ redis_bin="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 [[ -n "$redis_bin" ]] || die "redis-server not found: apt-get install redis-server (or set REDIS_SERVER_BIN)"
 nginx_bin="${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}"
 [[ -x "$nginx_bin" ]] || die "nginx not found: apt-get install nginx (or set NGINX_BIN)"
+pg_bindir="${PG_BINDIR:-}"
+if [[ $with_postgres -eq 1 && -z "$pg_bindir" ]]; then
+  pg_bindir="$(pg_config --bindir 2>/dev/null || true)"
+  if [[ ! -x "$pg_bindir/initdb" ]]; then
+    pg_bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  fi
+fi
+[[ $with_postgres -eq 0 || -x "$pg_bindir/initdb" ]] ||
+  die "PostgreSQL's binaries not found: apt-get install postgresql (or set PG_BINDIR, or --no-postgres)"
 [[ -f "$nginx_template" ]] || die "missing $nginx_template"
 
 made_dir=0
@@ -168,13 +188,14 @@ cleanup() {
   trap '' TERM INT HUP
   local i pid grace=$((${KEEL_SHUTDOWN__DRAIN_SECONDS:-5} + ${KEEL_SHUTDOWN__TIMEOUT_SECONDS:-30} + 5))
   # nginx first (no new traffic), then every instance at once (each drains and closes its
-  # sockets with 1001), Redis last.
+  # sockets with 1001), the stores last (PostgreSQL with its fast shutdown, SIGINT).
+  store() { [[ "$1" == redis || "$1" == postgres ]]; }
   for i in "${!pids[@]}"; do
-    [[ "${names[$i]}" == redis ]] || kill -TERM "${pids[$i]}" 2>/dev/null || true
+    store "${names[$i]}" || kill -TERM "${pids[$i]}" 2>/dev/null || true
   done
   for i in "${!pids[@]}"; do
     pid="${pids[$i]}"
-    [[ "${names[$i]}" == redis ]] && continue
+    store "${names[$i]}" && continue
     if ! wait_gone "$pid" $((grace * 10)); then
       log "${names[$i]} ($pid) did not stop within ${grace}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
@@ -183,8 +204,12 @@ cleanup() {
   done
   for i in "${!pids[@]}"; do
     pid="${pids[$i]}"
-    [[ "${names[$i]}" == redis ]] || continue
-    kill -TERM "$pid" 2>/dev/null || true
+    store "${names[$i]}" || continue
+    if [[ "${names[$i]}" == postgres ]]; then
+      kill -INT "$pid" 2>/dev/null || true
+    else
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
     wait_gone "$pid" 100 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 50 || true; }
   done
   log "stopped"
@@ -236,6 +261,43 @@ random_b64() { # bytes
   fi
 }
 
+# ---- postgres ---------------------------------------------------------------------------------
+# initdb and postgres refuse to run as root: then they run as nobody, in a folder given to it.
+database_url=""
+if [[ $with_postgres -eq 1 ]]; then
+  pg_dir="$dir/postgres"
+  mkdir -p "$pg_dir"
+  as_owner=()
+  if [[ "$(id -u)" == 0 ]]; then
+    chown nobody:nogroup "$pg_dir"
+    as_owner=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+  fi
+  "${as_owner[@]}" "$pg_bindir/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 \
+    --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 || die "initdb failed; see $dir/initdb.log"
+  for attempt in 1 2 3 4 5; do
+    port="$(free_port)"
+    "${as_owner[@]}" "$pg_bindir/postgres" -D "$pg_dir/data" -c "port=$port" \
+      -c listen_addresses=127.0.0.1 -c "unix_socket_directories=$pg_dir" \
+      </dev/null >>"$dir/postgres.log" 2>&1 &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do
+      alive "$pid" || break
+      "$pg_bindir/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+      sleep 0.1
+    done
+    if alive "$pid" && "$pg_bindir/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      record postgres "$pid"
+      "$pg_bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres keel ||
+        die "createdb failed; see $dir/postgres.log"
+      database_url="postgres://postgres@127.0.0.1:$port/keel"
+      break
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  [[ -n "$database_url" ]] || die "PostgreSQL did not start; see $dir/postgres.log"
+fi
+
 # ---- redis ------------------------------------------------------------------------------------
 mkdir -p "$dir/redis"
 redis_port=""
@@ -260,6 +322,7 @@ done
 [[ -n "$redis_port" ]] || die "redis-server did not start; see $dir/redis.log"
 redis_url="redis://127.0.0.1:$redis_port"
 echo "dir $dir"
+[[ -z "$database_url" ]] || echo "postgres $database_url"
 echo "redis $redis_url"
 
 # ---- Keel instances ---------------------------------------------------------------------------
@@ -272,6 +335,11 @@ export KEEL_AUTH__JWT__ALGORITHM=HS256
 export KEEL_AUTH__JWT__KEYS="[{kid=\"local-$(date +%s)\",secret=\"$(random_b64 48)\"}]"
 export KEEL_COOKIE__KEY="$(random_b64 64)"
 export KEEL_REDIS__URL="$redis_url"
+if [[ -n "$database_url" ]]; then
+  export KEEL_DATABASE__URL="$database_url"
+else
+  unset KEEL_DATABASE__URL
+fi
 export KEEL_SERVER__HOST=127.0.0.1
 export KEEL_SERVER__PORT=0
 export KEEL_LOG__FORMAT=json

@@ -41,6 +41,7 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     register_creates_an_account_once_per_email,
+    one_address_in_any_unicode_spelling_is_one_account_and_invisible_characters_are_refused,
     login_returns_tokens_the_session_and_a_cookie,
     bad_credentials_look_the_same_whether_the_email_exists_or_not,
     me_answers_the_user_and_the_current_session,
@@ -169,6 +170,76 @@ fn now() -> i64 {
 
 // ---------------------------------------------------------------------------------------------
 // Register and login
+
+async fn one_address_in_any_unicode_spelling_is_one_account_and_invisible_characters_are_refused(
+    backend: Backend,
+) {
+    let keel = Keel::spawn(backend, |_| {}).await;
+    // Typed decomposed (`e` + a combining acute accent): kept, and shown, composed.
+    let response = keel
+        .post_json(
+            REGISTER,
+            &json!({"email": "Jose\u{301}@Example.com", "password": PASSWORD, "displayName": "Jose\u{301}"}),
+        )
+        .await;
+    let body = json_of(response, StatusCode::CREATED, "register").await;
+    assert_user(&body["user"], "Jos\u{e9}@Example.com");
+    assert_eq!(body["user"]["displayName"], "Jos\u{e9}");
+    for again in [
+        "jos\u{e9}@example.com",
+        "JOS\u{c9}@EXAMPLE.COM",
+        "JOSE\u{301}@example.com",
+    ] {
+        let response = keel
+            .post_json(REGISTER, &json!({"email": again, "password": PASSWORD}))
+            .await;
+        expect_problem(response, StatusCode::CONFLICT, "email_taken", again).await;
+    }
+    for spelling in ["jos\u{e9}@example.com", "JOSE\u{301}@EXAMPLE.COM"] {
+        let response = login_raw(&keel, spelling, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "login as {spelling:?}");
+    }
+
+    for (body, field) in [
+        (
+            json!({"email": "rita\u{200B}@example.com", "password": PASSWORD}),
+            "email",
+        ),
+        (
+            json!({"email": "rita@exa\u{2060}mple.com", "password": PASSWORD}),
+            "email",
+        ),
+        (
+            json!({"email": "rita@example.com", "password": PASSWORD, "displayName": "\u{200B}\u{200D}"}),
+            "displayName",
+        ),
+        (
+            json!({"email": "rita@example.com", "password": PASSWORD, "displayName": "Ri\u{200B}ta"}),
+            "displayName",
+        ),
+    ] {
+        let problem = expect_problem(
+            keel.post_json(REGISTER, &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            field,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert_eq!(
+            problem["errors"][0]["code"], "invisible_characters",
+            "{problem}"
+        );
+    }
+    // The visible address is free; an emoji name with its joiner is a name.
+    let response = keel
+        .post_json(
+            REGISTER,
+            &json!({"email": "rita@example.com", "password": PASSWORD, "displayName": "\u{1F469}\u{200D}\u{1F4BB} Rita"}),
+        )
+        .await;
+    json_of(response, StatusCode::CREATED, "the visible address").await;
+}
 
 async fn register_creates_an_account_once_per_email(backend: Backend) {
     let keel = Keel::spawn(backend, |_| {}).await;

@@ -1,11 +1,12 @@
-//! The local topology of deploy/local/run.sh (a private redis-server, two `server` processes in
-//! the production profile, nginx in front with the rules of deploy/nginx/nginx.conf), driven
-//! through nginx: plain HTTP (register, login, /me) and the official `socket.io-client` with
-//! default options (long-polling, then the upgrade to WebSocket), then stopped with nothing left
-//! running.
+//! The local topology of deploy/local/run.sh (a private PostgreSQL and a private redis-server,
+//! two `server` processes in the production profile, nginx in front with the rules of
+//! deploy/nginx/nginx.conf), driven through nginx: plain HTTP (register, login, /me) and the
+//! official `socket.io-client` with default options (long-polling, then the upgrade to
+//! WebSocket), then stopped with nothing left running; and the topology without PostgreSQL.
 //!
-//! Needs `redis-server`, `nginx` (Debian's package; `.ci/install-tools` installs both), Node.js
-//! for the client, and the `server` binary (`cargo build -p server`).
+//! Needs `redis-server`, PostgreSQL's server binaries, `nginx` (Debian's packages;
+//! `.ci/install-tools` installs them), Node.js for the client, and the `server` binary
+//! (`cargo build -p server`).
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -42,11 +43,13 @@ struct Topology {
     pgid: Pid,
     dir: PathBuf,
     front: String,
+    /// The `postgres` line's URL, when the topology runs one.
+    postgres: Option<String>,
     output: Arc<Mutex<String>>,
 }
 
 impl Topology {
-    async fn start(instances: u32) -> Self {
+    async fn start(instances: u32, with_postgres: bool) -> Self {
         for tool in ["redis-server", "nginx"] {
             let found = std::process::Command::new("bash")
                 .args([
@@ -61,9 +64,13 @@ impl Topology {
                 "{tool} is not installed: run .ci/install-tools (apt-get install redis-server nginx)"
             );
         }
+        let mut args = vec!["--instances".to_owned(), instances.to_string()];
+        if !with_postgres {
+            args.push("--no-postgres".to_owned());
+        }
         let mut child = Command::new("bash")
             .arg(RUN_SH)
-            .args(["--instances", &instances.to_string()])
+            .args(&args)
             .env("LOCAL_KEEL_SERVER", server_binary())
             // Keep the stop quick; the production defaults (5 s drain) are not under test.
             .env("KEEL_SHUTDOWN__DRAIN_SECONDS", "1")
@@ -102,6 +109,7 @@ impl Topology {
             pgid,
             dir: PathBuf::new(),
             front: String::new(),
+            postgres: None,
             output,
         };
         let deadline = tokio::time::Instant::now() + START_LIMIT;
@@ -120,6 +128,9 @@ impl Topology {
             if let Some(dir) = line.strip_prefix("dir ") {
                 topology.dir = PathBuf::from(dir);
             }
+            if let Some(url) = line.strip_prefix("postgres ") {
+                topology.postgres = Some(url.to_owned());
+            }
             if let Some(front) = line.strip_prefix("front ") {
                 topology.front = front.to_owned();
                 break;
@@ -130,10 +141,17 @@ impl Topology {
             "no `dir` line:\n{}",
             topology.output()
         );
+        assert_eq!(
+            topology.postgres.is_some(),
+            with_postgres,
+            "{}",
+            topology.output()
+        );
+        // The instances, Redis, nginx, and PostgreSQL when it runs.
         let listed = topology.pids();
         assert_eq!(
             listed.len(),
-            usize::try_from(instances).unwrap() + 2,
+            usize::try_from(instances).unwrap() + 2 + usize::from(with_postgres),
             "{listed:?}"
         );
         topology
@@ -235,19 +253,22 @@ async fn signup(client: &reqwest::Client, topology: &Topology, email: &str) -> (
 
 #[tokio::test]
 async fn http_and_the_official_client_work_through_nginx_and_stop_leaves_nothing_running() {
-    let mut topology = Topology::start(2).await;
+    let mut topology = Topology::start(2, true).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
 
-    // Health through the proxy, and each instance ready behind it.
+    // Health through the proxy, and each instance ready behind it, on both stores.
     let ready = client
         .get(topology.url("/health/ready"))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["postgres"]["status"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["redis"]["status"], "ok", "{ready}");
 
     // Plain HTTP: register, login, /me with the Bearer token.
     let (ada, ada_id) = signup(&client, &topology, "ada@example.com").await;
@@ -335,8 +356,8 @@ async fn http_and_the_official_client_work_through_nginx_and_stop_leaves_nothing
 }
 
 #[tokio::test]
-async fn sigint_stops_the_whole_topology() {
-    let mut topology = Topology::start(1).await;
+async fn without_postgres_the_topology_runs_on_redis_and_sigint_stops_it_all() {
+    let mut topology = Topology::start(1, false).await;
     let client = reqwest::Client::new();
     let live = client
         .get(topology.url("/health/live"))
@@ -344,6 +365,14 @@ async fn sigint_stops_the_whole_topology() {
         .await
         .unwrap();
     assert_eq!(live.status(), StatusCode::OK);
+    let (token, _) = signup(&client, &topology, "ada@example.com").await;
+    let me = client
+        .get(topology.url("/api/v1/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
     let runner = Pid::from_raw(i32::try_from(topology.child.id().unwrap()).unwrap());
     kill(runner, Signal::SIGINT).unwrap();
     topology.expect_stopped("SIGINT").await;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use keel_testkit::TestApp;
 use keel_testkit::redis::{RedisClient, RedisServer};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use support::*;
@@ -94,15 +94,6 @@ async fn app_on(redis: &RedisServer) -> TestApp {
 }
 
 /// Sends `request`; returns the answer and how long it took. A minute without one is a hang.
-async fn timed(request: RequestBuilder, what: &str) -> (Response, Duration) {
-    let started = Instant::now();
-    let response = tokio::time::timeout(Duration::from_secs(60), request.send())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within a minute (a hang)"))
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
-    (response, started.elapsed())
-}
-
 fn login_request(app: &TestApp, email: &str) -> RequestBuilder {
     app.client
         .post(app.url(LOGIN))
@@ -113,23 +104,6 @@ fn refresh_request(app: &TestApp, refresh_token: &str) -> RequestBuilder {
     app.client
         .post(app.url(REFRESH))
         .json(&json!({"refreshToken": refresh_token}))
-}
-
-/// Expects 503 `dependency_unavailable` problem+json within `bound`; returns the time taken.
-async fn expect_unavailable(request: RequestBuilder, bound: Duration, what: &str) -> Duration {
-    let (response, took) = timed(request, what).await;
-    expect_problem(
-        response,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "dependency_unavailable",
-        what,
-    )
-    .await;
-    assert!(
-        took <= bound,
-        "{what}: answered after {took:?} (bound {bound:?})"
-    );
-    took
 }
 
 /// Expects readiness 503 with the Redis check failed, within its bound.

@@ -4,13 +4,14 @@
 //! |---|---|---|---|---|
 //! | nothing | memory | memory | memory | this process |
 //! | Redis | Redis | Redis | Redis | Redis pub/sub |
-//! | PostgreSQL | PostgreSQL | PostgreSQL | memory (per instance) | this process |
+//! | PostgreSQL | PostgreSQL, with a 5 s copy per user in memory | PostgreSQL | memory (per instance) | this process |
 //! | both | PostgreSQL, with a Redis snapshot per user | Redis | Redis | Redis pub/sub |
 //!
 //! PostgreSQL without Redis is for one instance: it keeps accounts and sessions across
 //! restarts and deploys, but nothing tells other instances about a revocation and each counts
-//! its own quotas. With both, the user read of an authenticated request is a Redis round trip
-//! (the snapshot), not a database one.
+//! its own quotas. The user read of an authenticated request is not a database round trip:
+//! with both stores it reads the user's Redis snapshot, with PostgreSQL alone a short-lived
+//! copy in this process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,8 @@ use keel_session::{
 };
 use keel_storage::postgres::PgUserRepository;
 use keel_storage::{
-    CachedUserRepository, InMemoryRateLimiter, InMemoryUserRepository, RedisRateLimiter,
-    RedisUserRepository,
+    CachedUserRepository, InMemoryRateLimiter, InMemoryUserRepository, LocalUserCache,
+    RedisRateLimiter, RedisUserRepository,
 };
 
 use crate::config::{Config, RedisConfig};
@@ -72,10 +73,11 @@ impl Stores {
                 pool.clone(),
                 prefix,
             )),
-            (Some(database), None) => Arc::new(PgUserRepository::new(
-                database.pool().clone(),
-                &config.database,
-            )),
+            // One instance: a few seconds' copy in its own memory does what the Redis snapshot
+            // does for many.
+            (Some(database), None) => Arc::new(LocalUserCache::new(Arc::new(
+                PgUserRepository::new(database.pool().clone(), &config.database),
+            ))),
             (None, Some(pool)) => {
                 Arc::new(RedisUserRepository::new(pool.clone()).with_key_prefix(prefix))
             }
@@ -111,7 +113,11 @@ impl Stores {
 
         let (users_in, sessions_in, shared_in) = match (&database, &redis) {
             (Some(_), Some(_)) => ("postgres (snapshots in redis)", "redis", "redis"),
-            (Some(_), None) => ("postgres", "postgres", "this process"),
+            (Some(_), None) => (
+                "postgres (copies in this process)",
+                "postgres",
+                "this process",
+            ),
             (None, Some(_)) => ("redis", "redis", "redis"),
             (None, None) => ("memory", "memory", "this process"),
         };

@@ -28,3 +28,56 @@ fn the_example_production_config_passes_the_production_checks() {
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed.contains("profile = \"production\""), "{printed}");
 }
+
+fn deploy_file(path: &str) -> String {
+    let path = format!("{}/../../deploy/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(path: &str) -> Vec<yaml_rust2::Yaml> {
+    yaml_rust2::YamlLoader::load_from_str(&deploy_file(path))
+        .unwrap_or_else(|e| panic!("deploy/{path} is not valid YAML: {e}"))
+}
+
+#[test]
+fn every_manifest_parses_and_the_compose_topology_has_its_database() {
+    for path in [
+        "docker-compose.yml",
+        "k8s/configmap.yaml",
+        "k8s/deployment.yaml",
+        "k8s/ingress.yaml",
+        "k8s/kustomization.yaml",
+        "k8s/pdb.yaml",
+        "k8s/secret.yaml",
+        "k8s/service.yaml",
+    ] {
+        assert!(!yaml(path).is_empty(), "deploy/{path} is empty");
+    }
+    let compose = &yaml("docker-compose.yml")[0];
+    let services = &compose["services"];
+    for service in ["postgres", "redis", "keel-1", "keel-2", "nginx"] {
+        assert!(!services[service].is_badvalue(), "no {service} service");
+    }
+    // The instances wait for a healthy database: the `x-keel` block says so, and each instance
+    // merges it (a YAML merge key, `<<: *keel`, which this parser keeps as a plain key).
+    assert_eq!(
+        compose["x-keel"]["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    for instance in ["keel-1", "keel-2"] {
+        assert_eq!(services[instance]["<<"], compose["x-keel"], "{instance}");
+    }
+    assert!(
+        services["postgres"]["healthcheck"]["test"][1]
+            .as_str()
+            .is_some_and(|test| test.contains("pg_isready"))
+    );
+    // Every instance gets the database URL from the secrets, and so does Kubernetes.
+    assert!(deploy_file("keel.env.example").contains("\nKEEL_DATABASE__URL=postgres://"));
+    let secret = &yaml("k8s/secret.yaml")[0];
+    assert!(
+        secret["stringData"]["KEEL_DATABASE__URL"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("postgres://"))
+    );
+}

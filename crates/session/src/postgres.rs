@@ -33,8 +33,9 @@ macro_rules! columns {
 /// Every operation is one statement, or one transaction where it must read before it decides
 /// (rotation): a rotation locks the session's row (`SELECT ... FOR UPDATE`), so of two
 /// rotations with one token the second sees what the first did, and at most one is ever
-/// [`RotateOutcome::Rotated`]. Authentication reads the session and records activity (when the
-/// touch interval has passed) in one statement: one round trip.
+/// [`RotateOutcome::Rotated`]. Authentication is one primary-key read; once per touch interval
+/// it is followed by the write that records the activity (a conditional `UPDATE`, so of two
+/// requests that both find the touch due, one writes and the other keeps what it read).
 ///
 /// Ended sessions are removed when met and by [`purge_ended`](Self::purge_ended), which the
 /// application runs now and then in bounded batches (PostgreSQL has no TTLs).
@@ -141,37 +142,14 @@ impl PgSessionStore {
         touch: bool,
     ) -> Result<Option<Session>> {
         let now = truncate_to_ms(now);
-        let row = if touch {
-            // Touches the session when it is live and the interval has passed; either way the
-            // row comes back (as updated, or as it was) in the same round trip.
-            sqlx::query(concat!(
-                "WITH touched AS (",
-                "UPDATE sessions SET last_seen_at = $2, idle_expires_at = LEAST($3, expires_at) ",
-                "WHERE id = $1 AND $2 < expires_at AND $2 < idle_expires_at ",
-                "AND last_seen_at <= $4 RETURNING ",
-                columns!(),
-                ") SELECT ",
-                columns!(),
-                " FROM touched UNION ALL SELECT ",
-                columns!(),
-                " FROM sessions WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM touched)"
-            ))
-            .bind(id.as_uuid())
-            .bind(now)
-            .bind(add(now, self.config.idle_ttl))
-            .bind(sub(now, self.config.touch_interval))
-            .fetch_optional(&self.pool)
-            .await
-        } else {
-            sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM sessions WHERE id = $1"
-            ))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
         .map_err(database_error)?;
         let Some(session) = row.as_ref().map(decode).transpose()? else {
             return Ok(None);
@@ -180,7 +158,29 @@ impl PgSessionStore {
             self.delete(id).await?;
             return Ok(None);
         }
-        Ok(Some(session))
+        if !touch || now - session.last_seen_at < self.config.touch_interval {
+            // The common case: one primary-key read, no write.
+            return Ok(Some(session));
+        }
+        // Once per touch interval: record the activity, unless another request just did (or
+        // the session ended meanwhile); either way the session was live when it was read.
+        let touched = sqlx::query(concat!(
+            "UPDATE sessions SET last_seen_at = $2, idle_expires_at = LEAST($3, expires_at) ",
+            "WHERE id = $1 AND $2 < expires_at AND $2 < idle_expires_at AND last_seen_at <= $4 ",
+            "RETURNING ",
+            columns!()
+        ))
+        .bind(id.as_uuid())
+        .bind(now)
+        .bind(add(now, self.config.idle_ttl))
+        .bind(sub(now, self.config.touch_interval))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database_error)?;
+        match touched {
+            Some(row) => decode(&row).map(Some),
+            None => Ok(Some(session)),
+        }
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool> {

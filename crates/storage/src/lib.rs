@@ -9,6 +9,7 @@
 //!
 //! Every user store passes the same conformance suite (`tests/conformance`).
 
+mod local_user_cache;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -17,6 +18,7 @@ mod redis_rate_limit;
 mod redis_users;
 mod user_cache;
 
+pub use local_user_cache::LocalUserCache;
 pub use memory::InMemoryUserRepository;
 pub use rate_limit::{DEFAULT_MAX_KEYS, InMemoryRateLimiter};
 pub use redis_rate_limit::RedisRateLimiter;

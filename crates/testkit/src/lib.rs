@@ -15,6 +15,7 @@
 #[cfg(feature = "app")]
 pub mod app;
 mod eventually;
+mod net;
 pub mod postgres;
 #[cfg(feature = "app")]
 pub mod process;

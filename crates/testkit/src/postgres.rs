@@ -16,12 +16,13 @@
 //! binary; dropping an owned server closes the pipe too.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use crate::net::free_port;
 use crate::watchdog::{Watchdog, shell_quote};
 
 /// How often a start is retried on a fresh port when the chosen one was taken meanwhile.
@@ -507,17 +508,6 @@ fn hand_over(path: &Path) {
     }
 }
 
-/// A port that was free a moment ago; `start` retries on another one when it was taken.
-fn free_port() -> u16 {
-    match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
-        Ok(listener) => match listener.local_addr() {
-            Ok(addr) => addr.port(),
-            Err(err) => panic!("cannot read the address of a bound socket: {err}"),
-        },
-        Err(err) => panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +556,6 @@ mod tests {
         let port = server.port();
         drop(server);
         assert!(!dir.exists(), "{} is left behind", dir.display());
-        assert!(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+        assert!(std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).is_err());
     }
 }

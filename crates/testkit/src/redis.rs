@@ -12,7 +12,7 @@
 //! answer to `PING`, within a bounded deadline: no fixed sleeps.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -25,6 +25,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use crate::net::free_port;
 use crate::watchdog::{Watchdog, shell_quote};
 
 /// A key prefix no other caller in this process has had, such as `t7:`: tests that share
@@ -307,18 +308,6 @@ enum Failure {
     PortTaken(String),
     /// Anything else: retrying will not help.
     Fatal(String),
-}
-
-/// A port that was free a moment ago. Redis binds it right after, so a collision is unlikely;
-/// `start` retries on another port when it happens.
-fn free_port() -> u16 {
-    match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
-        Ok(listener) => match listener.local_addr() {
-            Ok(addr) => addr.port(),
-            Err(err) => panic!("cannot read the address of a bound socket: {err}"),
-        },
-        Err(err) => panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"),
-    }
 }
 
 /// Spawns `redis-server` on `port` and waits until it is ready.

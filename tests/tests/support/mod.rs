@@ -163,6 +163,38 @@ pub async fn expect_problem(
     body
 }
 
+/// Sends `request`, failing the test on a transport error or when no answer comes within a
+/// minute (a hang); returns the answer and how long it took.
+pub async fn timed(request: RequestBuilder, what: &str) -> (Response, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), request.send())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within a minute (a hang)"))
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    (response, started.elapsed())
+}
+
+/// Expects 503 `dependency_unavailable` problem+json within `bound`; returns the time taken.
+pub async fn expect_unavailable(
+    request: RequestBuilder,
+    bound: std::time::Duration,
+    what: &str,
+) -> std::time::Duration {
+    let (response, took) = timed(request, what).await;
+    expect_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+        what,
+    )
+    .await;
+    assert!(
+        took <= bound,
+        "{what}: answered after {took:?} (bound {bound:?})"
+    );
+    took
+}
+
 /// A successful login as the client sees it.
 #[derive(Debug, Clone)]
 pub struct Login {

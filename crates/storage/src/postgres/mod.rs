@@ -29,6 +29,9 @@ pub use import::{ImportReport, import_from_redis};
 pub use sqlx;
 pub use users::PgUserRepository;
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
+
 /// Where the database is and how long anything may wait on it. A plain serde struct with
 /// defaults; times are integer milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,8 +227,18 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         .max_connections(config.pool_size)
         .min_connections(0)
         .acquire_timeout(config.acquire_timeout())
-        // A connection that the server closed (restart, failover) is found out before use.
-        .test_before_acquire(true)
+        // sqlx already pings every connection when it comes back to the pool; pinging it again
+        // on the way out would add a round trip to every query. Only a connection that sat idle
+        // (a restart or failover may have closed it meanwhile) is pinged before use.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
         .idle_timeout(Some(Duration::from_secs(300)))
         .connect_lazy_with(options))
 }

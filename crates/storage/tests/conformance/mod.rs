@@ -9,15 +9,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use keel_domain::{
-    DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
     truncate_to_micros,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
+use tokio::sync::Notify;
 
 /// A store under test.
 pub struct Harness {
@@ -38,6 +41,93 @@ impl Harness {
             guard,
         }
     }
+}
+
+/// A store whose accounts a test can change behind the cache, counting its reads by id, and
+/// able to hold the next read after it has read (to interleave a writer).
+#[derive(Default)]
+pub struct Changing {
+    records: Mutex<HashMap<UserId, UserRecord>>,
+    /// How many `find_by_id` calls reached the store.
+    pub reads: AtomicUsize,
+    gate: Mutex<Option<Arc<Gate>>>,
+}
+
+#[derive(Default)]
+pub struct Gate {
+    /// Notified when the held read has taken its value.
+    pub reached: Notify,
+    /// Lets the held read return.
+    pub release: Notify,
+}
+
+impl Changing {
+    pub fn put(&self, record: UserRecord) {
+        self.records.lock().unwrap().insert(record.user.id, record);
+    }
+
+    /// The next read takes its value, then waits for `release`.
+    pub fn hold_reads(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.gate.lock().unwrap() = Some(Arc::clone(&gate));
+        gate
+    }
+}
+
+impl UserRepository for Changing {
+    fn insert(&self, record: UserRecord) -> BoxFuture<'_, Result<(), RepositoryError>> {
+        self.put(record);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn find_by_email(
+        &self,
+        _email: &Email,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let found = self.records.lock().unwrap().get(&id).cloned();
+        let gate = self.gate.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.reached.notify_one();
+                gate.release.notified().await;
+            }
+            Ok(found)
+        })
+    }
+}
+
+/// The race every cache in front of a store must win: a reader misses, reads the old account
+/// from the store and is held there while a writer changes the account and calls `invalidate`;
+/// the reader then answers what it read, but the next read must see the change.
+pub async fn a_racing_fill_cannot_restore_an_old_account<I, IFut>(
+    cache: Arc<dyn UserRepository>,
+    store: &Changing,
+    invalidate: I,
+) where
+    I: FnOnce(UserId) -> IFut,
+    IFut: Future<Output = ()>,
+{
+    let mut ada = record("ada@example.com");
+    store.put(ada.clone());
+    let gate = store.hold_reads();
+    let reader = {
+        let cache = Arc::clone(&cache);
+        let id = ada.user.id;
+        tokio::spawn(async move { cache.find_by_id(id).await })
+    };
+    gate.reached.notified().await;
+    let old = ada.clone();
+    ada.user.display_name = DisplayName::parse("Countess").unwrap();
+    store.put(ada.clone());
+    invalidate(ada.user.id).await;
+    gate.release.notify_one();
+    assert_eq!(reader.await.unwrap().unwrap(), Some(old));
+    assert_eq!(cache.find_by_id(ada.user.id).await.unwrap(), Some(ada));
 }
 
 pub const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
