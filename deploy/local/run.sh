@@ -59,7 +59,14 @@ die() {
 
 # ---- stop DIR ---------------------------------------------------------------------------------
 
-alive() { kill -0 "$1" 2>/dev/null; }
+# Whether pid $1 runs. A zombie (exited, not yet reaped by its parent, such as a runner started
+# by a test that waits for it only after `stop`) counts as gone.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+  [[ "$state" != Z ]]
+}
 
 # The program behind a name in DIR/pids.
 program() {
@@ -270,6 +277,8 @@ if [[ $with_postgres -eq 1 ]]; then
   as_owner=()
   if [[ "$(id -u)" == 0 ]]; then
     chown nobody:nogroup "$pg_dir"
+    # nobody must be able to reach its folder (mktemp made DIR for root alone): traverse only.
+    chmod o+x "$dir"
     as_owner=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
   fi
   "${as_owner[@]}" "$pg_bindir/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 \
