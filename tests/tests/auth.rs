@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keel_auth::{JwtAlgorithm, KeyConfig};
@@ -49,6 +49,7 @@ on_every_backend!(
     sessions_lists_live_sessions_and_marks_the_current_one,
     refresh_rotates_the_refresh_token_and_spends_the_old_one,
     reusing_a_spent_refresh_token_kills_the_whole_session,
+    racing_refreshes_inside_the_grace_share_one_successor_and_a_replay_after_it_is_reuse,
     refresh_refuses_what_is_not_a_live_refresh_token,
     logout_kills_the_session_at_once,
     logout_all_kills_every_session_of_the_user,
@@ -512,6 +513,55 @@ async fn refresh_rotates_the_refresh_token_and_spends_the_old_one(backend: Backe
     assert!(refresh3 != refresh2 && refresh3 != first.refresh);
 }
 
+async fn racing_refreshes_inside_the_grace_share_one_successor_and_a_replay_after_it_is_reuse(
+    backend: Backend,
+) {
+    // Short, so that the test can also wait for the window to close.
+    const GRACE: Duration = Duration::from_secs(2);
+    let keel = Keel::spawn(backend, |config| config.session.refresh_grace = GRACE).await;
+    let first = signup(&keel, &email("ada")).await;
+
+    // Twenty tabs wake up at once with the same refresh token.
+    let started = Instant::now();
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| refresh(&keel, &first.refresh))).await;
+    // The rotation happened before the first answer was written, so before this instant.
+    let answered = Instant::now();
+    let mut successors = HashSet::new();
+    let mut accesses = Vec::new();
+    for response in answers {
+        let body = json_of(response, StatusCode::OK, "a racing refresh").await;
+        assert_eq!(body["session"]["id"], first.session_id, "{body}");
+        successors.insert(body["refreshToken"].as_str().unwrap().to_owned());
+        accesses.push(body["accessToken"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(successors.len(), 1, "one successor for all: {successors:?}");
+    let successor = successors.into_iter().next().unwrap();
+    assert_ne!(successor, first.refresh);
+    for access in &accesses {
+        assert_eq!(me_status(&keel, access).await, StatusCode::OK);
+    }
+    assert!(
+        started.elapsed() < GRACE,
+        "the machine is too slow for this test: the race took {:?}",
+        started.elapsed()
+    );
+
+    // The window itself is what this waits for: once it has closed, the spent token is reuse.
+    tokio::time::sleep_until((answered + GRACE).into()).await;
+    let code = expect_401(refresh(&keel, &first.refresh).await, "after the grace").await;
+    assert_eq!(code, "token_reused");
+    assert_eq!(
+        me_status(&keel, &accesses[0]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    expect_401(
+        refresh(&keel, &successor).await,
+        "the successor of a revoked session",
+    )
+    .await;
+}
+
 async fn reusing_a_spent_refresh_token_kills_the_whole_session(backend: Backend) {
     let keel = Keel::spawn(backend, |_| {}).await;
     let first = signup(&keel, &email("ada")).await;
@@ -524,8 +574,11 @@ async fn reusing_a_spent_refresh_token_kills_the_whole_session(backend: Backend)
     .await;
     let access2 = body["accessToken"].as_str().unwrap().to_owned();
     let refresh2 = body["refreshToken"].as_str().unwrap().to_owned();
+    let body = json_of(refresh(&keel, &refresh2).await, StatusCode::OK, "refresh 2").await;
+    let refresh3 = body["refreshToken"].as_str().unwrap().to_owned();
 
-    // The spent token comes back (a thief, or a replay): the session dies.
+    // A token spent before the last rotation comes back (a thief): the session dies. (The one
+    // spent by the last rotation would be inside the refresh grace; see the race below.)
     let code = expect_401(refresh(&keel, &first.refresh).await, "reuse").await;
     assert_eq!(code, "token_reused");
 
@@ -534,7 +587,7 @@ async fn reusing_a_spent_refresh_token_kills_the_whole_session(backend: Backend)
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(me_status(&keel, &access2).await, StatusCode::UNAUTHORIZED);
-    expect_401(refresh(&keel, &refresh2).await, "the newest refresh token").await;
+    expect_401(refresh(&keel, &refresh3).await, "the newest refresh token").await;
     let cookie = send(with_cookie(&keel, Method::GET, ME, &first.cookie)).await;
     expect_401(cookie, "the session cookie").await;
     // Other sessions of the same user live on.

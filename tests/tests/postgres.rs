@@ -251,13 +251,33 @@ async fn two_instances_on_one_database_and_one_redis_act_as_one() {
         .await
         .unwrap();
     assert_eq!(refreshed.status(), StatusCode::OK);
-    let reused = client
+    let successor: Value = refreshed.json().await.unwrap();
+    let successor = successor["refreshToken"].as_str().unwrap().to_owned();
+    // The same token on B inside the grace (a racing tab, a retry): B answers A's successor.
+    let replayed = client
         .post(b.url(REFRESH))
         .json(&json!({"refreshToken": on_b.refresh}))
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_401(reused, "reuse on B").await, "token_reused");
+    assert_eq!(replayed.status(), StatusCode::OK);
+    let replayed: Value = replayed.json().await.unwrap();
+    assert_eq!(replayed["refreshToken"], successor.as_str(), "{replayed}");
+    // The successor rotates on B; the first token, two rotations old now, is reuse on A.
+    let rotated = client
+        .post(b.url(REFRESH))
+        .json(&json!({"refreshToken": successor}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let reused = client
+        .post(a.url(REFRESH))
+        .json(&json!({"refreshToken": on_b.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_401(reused, "reuse on A").await, "token_reused");
     let me_after = client
         .get(a.url(ME))
         .bearer_auth(&on_b.access)

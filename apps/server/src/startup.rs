@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use std::sync::Arc;
 
 use actix_web::cookie::Key;
-use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher};
+use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher, RefreshSecret};
 use keel_domain::{Clock, SystemClock};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
@@ -134,6 +134,10 @@ impl Application {
         } = stores;
         let hasher = PasswordHasher::new(&config.auth.password_hashing);
         let keys = key_ring(&config)?;
+        let cookie = cookie(&config)?;
+        // Refresh-token successors are derived from the cookie key, which every instance on
+        // the same stores shares, so any instance answers a replay inside the grace window.
+        let refresh_secret = RefreshSecret::derive(cookie.1.master());
         let auth = Auth::new(
             Arc::clone(&users),
             hasher.clone(),
@@ -141,6 +145,7 @@ impl Application {
             keys,
             Arc::clone(&clock),
             config.session.clone(),
+            refresh_secret,
         );
         let quotas = Quotas::new(
             &config.rate_limit.quotas,
@@ -175,7 +180,7 @@ impl Application {
             accounts: Accounts::new(users, hasher, clock),
             auth,
             quotas,
-            cookie: cookie(&config)?,
+            cookie,
         };
         let http = HttpApp::new(&config.http, &config.cors, &config.rate_limit, services)
             .map_err(StartupError::Cookie)?;

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod actix;
 pub mod jwt;
 pub mod password;
+pub mod refresh;
 pub mod service;
 #[cfg(test)]
 mod test_support;
@@ -16,6 +17,7 @@ pub use jwt::{
     KeyRing, VerifiedTokenCache,
 };
 pub use password::{PasswordError, PasswordHasher, PasswordHashingConfig};
+pub use refresh::RefreshSecret;
 pub use service::{
     Auth, AuthError, ClientInfo, Principal, RevocationListener, SignedIn, TOKEN_TYPE, Tokens,
 };

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 
 use crate::jwt::{JwtError, KeyRing};
 use crate::password::{PasswordError, PasswordHasher};
+use crate::refresh::RefreshSecret;
 use crate::verifier::Verifier;
 
 /// The `token_type` of every token response.
@@ -199,6 +200,7 @@ struct Inner {
     keys: KeyRing,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
+    refresh_secret: RefreshSecret,
     listeners: RwLock<Vec<Arc<dyn RevocationListener>>>,
     /// Request authentication, over the same ring, store and clock.
     verifier: Verifier,
@@ -216,7 +218,8 @@ impl fmt::Debug for Auth {
 
 impl Auth {
     /// The use cases over these ports. `config` must be the one the session store was built
-    /// with: it sets the lifetimes of new sessions.
+    /// with: it sets the lifetimes of new sessions and the refresh grace. `refresh_secret`
+    /// derives refresh-token successors; every instance on the same registry needs the same.
     pub fn new(
         users: Arc<dyn UserRepository>,
         hasher: PasswordHasher,
@@ -224,6 +227,7 @@ impl Auth {
         keys: KeyRing,
         clock: Arc<dyn Clock>,
         config: SessionConfig,
+        refresh_secret: RefreshSecret,
     ) -> Self {
         let verifier = Verifier::new(keys.clone(), Arc::clone(&sessions), Arc::clone(&clock));
         Self {
@@ -234,6 +238,7 @@ impl Auth {
                 keys,
                 clock,
                 config,
+                refresh_secret,
                 listeners: RwLock::new(Vec::new()),
                 verifier,
             }),
@@ -330,33 +335,26 @@ impl Auth {
     /// Exchanges a refresh token for a new access token and a new refresh token; the presented
     /// one is spent (rotated atomically in the registry).
     ///
-    /// - A spent token presented again revokes its whole session: [`AuthError::TokenReused`],
-    ///   and the revocation listeners are told.
-    /// - Within the optional grace window (`refresh_grace`), the token replaced by the last
-    ///   rotation is answered with [`AuthError::InvalidToken`] and the session stays alive:
-    ///   the registry keeps only hashes, so the current refresh token (which the racing
-    ///   request received) cannot be handed out again, and a token response without a refresh
-    ///   token is not in the contract. The losing tab re-reads the token its sibling stored.
+    /// - Within the grace window (`refresh_grace`, 10 s by default) of its rotation, the token
+    ///   just spent is answered like the winning request: the same successor refresh token (it
+    ///   is derived from the presented one, see [`RefreshSecret`]) and a new access token. So
+    ///   racing tabs and a client retrying after a timeout or a 503 are never logged out.
+    /// - A spent token presented again after the grace, or one spent before the last rotation,
+    ///   revokes its whole session: [`AuthError::TokenReused`], and the revocation listeners
+    ///   are told.
     /// - An unknown token, or one of an expired session: [`AuthError::InvalidToken`].
     /// - A session whose user no longer exists is revoked: [`AuthError::InvalidToken`].
-    ///
-    /// The rotation happens before the user is loaded: if the user store then fails
-    /// ([`AuthError::Unavailable`]), the new refresh token is lost and the old one is spent,
-    /// so retrying with it counts as reuse (unless a grace window covers the retry).
     pub async fn refresh(&self, refresh_token: &str) -> Result<SignedIn, AuthError> {
         let inner = &self.inner;
         if refresh_token.is_empty() || refresh_token.len() > MAX_REFRESH_TOKEN_BYTES {
             return Err(AuthError::InvalidToken);
         }
         let now = inner.clock.now();
-        let new_token = new_refresh_token();
+        let new_token = inner.refresh_secret.successor(refresh_token);
+        let new_hash = RefreshHash::of_token(&new_token);
         let outcome = inner
             .sessions
-            .rotate_refresh(
-                RefreshHash::of_token(refresh_token),
-                RefreshHash::of_token(&new_token),
-                now,
-            )
+            .rotate_refresh(RefreshHash::of_token(refresh_token), new_hash, now)
             .await?;
         let session = match outcome {
             RotateOutcome::Rotated(session) => session,
@@ -369,11 +367,21 @@ impl Auth {
                 return Err(AuthError::TokenReused);
             }
             RotateOutcome::GraceReplay(session) => {
+                let current = session.refresh.as_ref().map(|state| state.current);
+                if current != Some(new_hash) {
+                    // The winner derived another successor: an instance with another secret.
+                    tracing::warn!(
+                        session_id = %session.id,
+                        "refresh token replayed within the grace window, but its successor \
+                         was derived with another secret (instances must share the cookie key)"
+                    );
+                    return Err(AuthError::InvalidToken);
+                }
                 tracing::info!(
                     session_id = %session.id,
-                    "refresh token replayed within the grace window"
+                    "refresh token replayed within the grace window: the same successor"
                 );
-                return Err(AuthError::InvalidToken);
+                session
             }
             RotateOutcome::Unknown => return Err(AuthError::InvalidToken),
         };

@@ -10,7 +10,9 @@
 //! use std::time::Duration;
 //!
 //! use actix_web::cookie::Key;
-//! use keel_auth::{Accounts, Auth, JwtConfig, KeyRing, PasswordHasher, PasswordHashingConfig};
+//! use keel_auth::{
+//!     Accounts, Auth, JwtConfig, KeyRing, PasswordHasher, PasswordHashingConfig, RefreshSecret,
+//! };
 //! use keel_domain::{Clock, SystemClock, UserRepository};
 //! use keel_http_adapter::{
 //!     CorsConfig, HttpApp, HttpConfig, QuotaConfig, Quotas, RateLimitConfig, Readiness, Services,
@@ -26,7 +28,7 @@
 //! let sessions = Arc::new(MemorySessionStore::new(SessionConfig::default()));
 //! let keys = KeyRing::generate_ephemeral(&JwtConfig::default())?;
 //! let auth = Auth::new(users.clone(), hasher.clone(), sessions, keys, clock.clone(),
-//!                      SessionConfig::default());
+//!                      SessionConfig::default(), RefreshSecret::random());
 //! let services = Services {
 //!     readiness: Readiness::new(Vec::new(), Duration::from_secs(1), "1.0.0"),
 //!     accounts: Accounts::new(users, hasher, clock),

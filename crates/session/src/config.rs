@@ -24,7 +24,7 @@ pub struct SessionConfig {
     pub touch_interval: Duration,
     /// How long after a rotation the previous refresh token is still answered with
     /// [`RotateOutcome::GraceReplay`](crate::RotateOutcome::GraceReplay) instead of being
-    /// treated as reuse (0, the default, turns the grace window off).
+    /// treated as reuse (10 s; 0 turns the grace window off, so any second use revokes).
     #[serde(with = "seconds")]
     pub refresh_grace: Duration,
     /// The prefix of every Redis key the store writes (`keel:`).
@@ -37,7 +37,7 @@ impl Default for SessionConfig {
             absolute_ttl: Duration::from_secs(30 * 24 * 3600),
             idle_ttl: Duration::from_secs(7 * 24 * 3600),
             touch_interval: Duration::from_secs(60),
-            refresh_grace: Duration::ZERO,
+            refresh_grace: Duration::from_secs(10),
             key_prefix: "keel:".to_owned(),
         }
     }
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(config.absolute_ttl, Duration::from_secs(2_592_000));
         assert_eq!(config.idle_ttl, Duration::from_secs(604_800));
         assert_eq!(config.touch_interval, Duration::from_secs(60));
-        assert_eq!(config.refresh_grace, Duration::ZERO);
+        assert_eq!(config.refresh_grace, Duration::from_secs(10));
         assert_eq!(config.key_prefix, "keel:");
     }
 

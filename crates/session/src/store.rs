@@ -25,10 +25,11 @@ pub enum RotateOutcome {
     /// revoked in the same atomic step (refresh-token reuse, a sign of theft).
     Reused(SessionId),
     /// Only with a grace window (`refresh_grace` > 0): the presented hash is the one replaced
-    /// by the last rotation, less than `refresh_grace` ago (racing browser tabs). Nothing
-    /// changed and the `new_hash` was *not* installed: the caller must not hand it out as a
-    /// refresh token; it may issue an access token for the session, and the client keeps the
-    /// refresh token that the winning request received.
+    /// by the last rotation, less than `refresh_grace` ago (racing browser tabs, a retry).
+    /// Nothing changed and `new_hash` was *not* installed; the session's current hash is the
+    /// one the winning rotation installed. A caller that derives successors from the presented
+    /// token (as keel-auth does) can answer the winner's successor again when its hash is that
+    /// current one; any other caller must not hand out a refresh token for this outcome.
     GraceReplay(Session),
     /// No live session knows the presented hash.
     Unknown,

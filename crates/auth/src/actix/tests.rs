@@ -18,6 +18,7 @@ use super::*;
 use crate::accounts::{Accounts, Registration};
 use crate::jwt::{JwtAlgorithm, JwtConfig, KeyRing};
 use crate::password::{PasswordHasher, PasswordHashingConfig};
+use crate::refresh::RefreshSecret;
 use crate::service::ClientInfo;
 use crate::test_support::DownStore;
 
@@ -42,7 +43,15 @@ async fn auth_over(store: Arc<dyn SessionStore>) -> Auth {
         })
         .await
         .unwrap();
-    Auth::new(users, hasher, store, keys, clock, SessionConfig::default())
+    Auth::new(
+        users,
+        hasher,
+        store,
+        keys,
+        clock,
+        SessionConfig::default(),
+        RefreshSecret::random(),
+    )
 }
 
 async fn memory_auth() -> Auth {

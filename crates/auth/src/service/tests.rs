@@ -95,6 +95,7 @@ impl Fixture {
             keys,
             clock.clone(),
             config,
+            RefreshSecret::random(),
         );
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&revoked);
@@ -246,6 +247,8 @@ async fn reusing_a_spent_refresh_token_revokes_the_session_and_tells_the_listene
     f.register("ada@example.com").await;
     let first = f.login("ada@example.com").await;
     let second = f.auth.refresh(&refresh_token(&first)).await.unwrap();
+    // Past the grace window (10 s by default), a second use is reuse.
+    f.advance(Duration::from_secs(10));
 
     let reused = f.auth.refresh(&refresh_token(&first)).await;
     assert!(matches!(reused, Err(AuthError::TokenReused)), "{reused:?}");
@@ -265,25 +268,84 @@ async fn reusing_a_spent_refresh_token_revokes_the_session_and_tells_the_listene
 }
 
 #[tokio::test]
-async fn a_replay_within_the_grace_window_is_refused_without_revoking() {
+async fn a_replay_within_the_grace_window_gets_the_same_successor() {
+    let f = Fixture::new();
+    f.register("ada@example.com").await;
+    let first = f.login("ada@example.com").await;
+    let second = f.auth.refresh(&refresh_token(&first)).await.unwrap();
+    f.advance(Duration::from_millis(9_999));
+
+    // A racing tab, or a retry after a lost answer: the winner's refresh token again.
+    let replay = f.auth.refresh(&refresh_token(&first)).await.unwrap();
+    assert_eq!(refresh_token(&replay), refresh_token(&second));
+    assert_eq!(replay.session.id, second.session.id);
+    assert_ne!(replay.tokens.access_token, second.tokens.access_token);
+    assert!(f.revocations().is_empty());
+    f.auth
+        .authenticate_bearer(&replay.tokens.access_token)
+        .await
+        .unwrap();
+    // The successor rotates once, whoever presents it.
+    let third = f.auth.refresh(&refresh_token(&second)).await.unwrap();
+    assert_eq!(third.session.refresh.as_ref().unwrap().generation, 2);
+}
+
+#[tokio::test]
+async fn a_token_two_rotations_old_is_reuse_even_inside_the_grace() {
+    let f = Fixture::new();
+    f.register("ada@example.com").await;
+    let first = f.login("ada@example.com").await;
+    let second = f.auth.refresh(&refresh_token(&first)).await.unwrap();
+    f.auth.refresh(&refresh_token(&second)).await.unwrap();
+
+    let reused = f.auth.refresh(&refresh_token(&first)).await;
+    assert!(matches!(reused, Err(AuthError::TokenReused)), "{reused:?}");
+    assert_eq!(f.revocations(), vec![vec![first.session.id]]);
+}
+
+#[tokio::test]
+async fn without_a_grace_window_the_first_replay_is_reuse() {
     let f = Fixture::with_config(SessionConfig {
-        refresh_grace: Duration::from_secs(10),
+        refresh_grace: Duration::ZERO,
         ..SessionConfig::default()
     });
     f.register("ada@example.com").await;
     let first = f.login("ada@example.com").await;
-    let second = f.auth.refresh(&refresh_token(&first)).await.unwrap();
-    f.advance(Duration::from_secs(2));
+    f.auth.refresh(&refresh_token(&first)).await.unwrap();
 
-    let replay = f.auth.refresh(&refresh_token(&first)).await;
+    let reused = f.auth.refresh(&refresh_token(&first)).await;
+    assert!(matches!(reused, Err(AuthError::TokenReused)), "{reused:?}");
+}
+
+#[tokio::test]
+async fn a_replay_whose_successor_another_secret_derived_is_refused_without_revoking() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new(SessionConfig::default()));
+    let f = Fixture::with_store(SessionConfig::default(), Arc::clone(&store));
+    // Another instance on the same stores whose secret differs (a misconfiguration).
+    let other = Auth::new(
+        f.users.clone(),
+        PasswordHasher::new(&PasswordHashingConfig::default()),
+        store,
+        KeyRing::generate_ephemeral(&JwtConfig {
+            algorithm: JwtAlgorithm::HS256,
+            ..JwtConfig::default()
+        })
+        .unwrap(),
+        f.clock.clone(),
+        SessionConfig::default(),
+        RefreshSecret::random(),
+    );
+    f.register("ada@example.com").await;
+    let first = f.login("ada@example.com").await;
+    f.auth.refresh(&refresh_token(&first)).await.unwrap();
+
+    let replay = other.refresh(&refresh_token(&first)).await;
     assert!(matches!(replay, Err(AuthError::InvalidToken)), "{replay:?}");
     assert!(f.revocations().is_empty());
-    // The session lives on, and the winner's refresh token still works.
     f.auth
-        .authenticate_bearer(&second.tokens.access_token)
+        .authenticate_bearer(&first.tokens.access_token)
         .await
         .unwrap();
-    f.auth.refresh(&refresh_token(&second)).await.unwrap();
 }
 
 #[tokio::test]
