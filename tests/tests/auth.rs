@@ -60,7 +60,9 @@ on_every_backend!(
     the_jwks_publishes_public_eddsa_keys_only,
     an_hs256_app_publishes_no_key,
     login_is_rate_limited_per_client_ip,
+    every_answer_of_a_limited_route_carries_the_ratelimit_fields,
     login_is_rate_limited_per_email_across_client_ips,
+    guesses_lock_unknown_devices_out_of_an_account_but_not_the_owners_device,
     register_and_refresh_are_rate_limited_per_ip,
 );
 
@@ -243,7 +245,11 @@ async fn one_address_in_any_unicode_spelling_is_one_account_and_invisible_charac
 }
 
 async fn register_creates_an_account_once_per_email(backend: Backend) {
-    let keel = Keel::spawn(backend, |_| {}).await;
+    // More attempts than the default registrations per IP (10 an hour).
+    let keel = Keel::spawn(backend, |config| {
+        config.rate_limit.quotas.register_ip.limit = 100;
+    })
+    .await;
     let response = keel
         .post_json(
             REGISTER,
@@ -278,6 +284,10 @@ async fn register_creates_an_account_once_per_email(backend: Backend) {
             json!({"email": "b@example.com", "password": "x".repeat(129)}),
             "password",
         ),
+        (
+            json!({"email": "b@example.com", "password": "Password1"}),
+            "password",
+        ),
     ] {
         let problem = expect_problem(
             keel.post_json(REGISTER, &body).await,
@@ -288,9 +298,22 @@ async fn register_creates_an_account_once_per_email(backend: Backend) {
         .await;
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
     }
+    // One of the 10,000 most common passwords, in any case, is refused with its own code.
+    let problem = expect_problem(
+        keel.post_json(
+            REGISTER,
+            &json!({"email": "c@example.com", "password": "Password1"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "a common password",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["code"], "too_common", "{problem}");
     // 8 and 128 characters are fine, counted as characters, not bytes.
     for (email, password) in [
-        ("eight@example.com", "12345678".to_owned()),
+        ("eight@example.com", "zq8!kd2#".to_owned()),
         ("long@example.com", "é".repeat(128)),
     ] {
         let response = keel
@@ -1204,6 +1227,70 @@ async fn login_is_rate_limited_per_client_ip(backend: Backend) {
     assert_eq!(keel.get("/health").await.status(), StatusCode::OK);
 }
 
+/// A refused login, refresh or registration tells the client its budget, as a success does
+/// (before, only 2xx and 429 answers carried the fields).
+async fn every_answer_of_a_limited_route_carries_the_ratelimit_fields(backend: Backend) {
+    let keel = Keel::spawn(backend, |_| {}).await;
+    let ada = signup(&keel, &email("ada")).await;
+    let answers = [
+        (
+            login_raw(&keel, &email("ada"), "wrong password").await,
+            StatusCode::UNAUTHORIZED,
+            "login-ip",
+        ),
+        (
+            refresh(&keel, "not-a-refresh-token").await,
+            StatusCode::UNAUTHORIZED,
+            "refresh-ip",
+        ),
+        (
+            keel.post_json(
+                REGISTER,
+                &json!({"email": email("ada"), "password": PASSWORD}),
+            )
+            .await,
+            StatusCode::CONFLICT,
+            "register-ip",
+        ),
+        (
+            keel.post_json(
+                REGISTER,
+                &json!({"email": email("bo"), "password": "short"}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "register-ip",
+        ),
+        (
+            refresh(&keel, &ada.refresh).await,
+            StatusCode::OK,
+            "refresh-ip",
+        ),
+    ];
+    for (response, status, quota) in answers {
+        assert_eq!(response.status(), status, "{quota}");
+        let headers = response.headers();
+        let policy = headers
+            .get("ratelimit-policy")
+            .unwrap_or_else(|| panic!("{status} lacks ratelimit-policy: {headers:?}"))
+            .to_str()
+            .unwrap();
+        assert!(
+            policy.contains(&format!("\"{quota}\"")),
+            "{status}: {policy}"
+        );
+        let state = headers
+            .get("ratelimit")
+            .unwrap_or_else(|| panic!("{status} lacks ratelimit: {headers:?}"))
+            .to_str()
+            .unwrap();
+        assert!(
+            state.contains(&format!("\"{quota}\";r=")),
+            "{status}: {state}"
+        );
+    }
+}
+
 async fn login_is_rate_limited_per_email_across_client_ips(backend: Backend) {
     let keel = Keel::spawn(backend, |config| {
         config.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
@@ -1238,6 +1325,128 @@ async fn login_is_rate_limited_per_email_across_client_ips(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// The `keel_device=<value>` pair that a login answer set.
+fn device_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("keel_device="))
+        .and_then(|value| value.split(';').next())
+        .unwrap_or_else(|| panic!("no device cookie: {headers:?}"))
+        .to_owned()
+}
+
+/// OWASP's device cookies: an attacker's guesses, from many addresses, lock the account against
+/// unknown devices, while the owner's device, which has logged in before, keeps its own
+/// allowance. Before, one guess every 30 s from anywhere kept the owner at 429.
+async fn guesses_lock_unknown_devices_out_of_an_account_but_not_the_owners_device(
+    backend: Backend,
+) {
+    let keel = Keel::spawn(backend, |config| {
+        config.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        config.rate_limit.quotas.login_ip.limit = 100;
+        config.rate_limit.quotas.login_email.limit = 3;
+        config.rate_limit.quotas.login_email.window_seconds = 300;
+        config.rate_limit.quotas.login_device.limit = 2;
+        config.rate_limit.quotas.login_device.window_seconds = 300;
+    })
+    .await;
+    register(&keel, "ada@example.com").await;
+    let owner = login(&keel, "ada@example.com").await;
+    let device = device_cookie(&owner.headers);
+    let (_, value) = device.split_once('=').unwrap();
+    // Successes spend nothing: the owner logs in again and again.
+    for _ in 0..5 {
+        let again = keel
+            .client
+            .post(keel.url(LOGIN))
+            .header("cookie", &device)
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(
+            device_cookie(again.headers()),
+            device,
+            "the same device, renewed"
+        );
+    }
+    let attempt = |client: &str, password: &str, device: Option<&str>| {
+        let mut request = keel
+            .client
+            .post(keel.url(LOGIN))
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": "ADA@example.com", "password": password}));
+        if let Some(device) = device {
+            request = request.header("x-keel-device", device);
+        }
+        request.send()
+    };
+
+    // The attacker guesses from three addresses; the fourth attempt is refused, even with the
+    // right password, and so is every unknown device.
+    for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let response = attempt(client, "guess", None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{client}");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "a failure marks no device"
+        );
+    }
+    for (client, password) in [("198.51.100.4", "guess"), ("203.0.113.9", PASSWORD)] {
+        assert_limited(
+            attempt(client, password, None).await.unwrap(),
+            "login-email",
+            3,
+            300,
+        )
+        .await;
+    }
+    // A forged device value is an unknown device.
+    let forged = format!("{}x", &value[..value.len() - 1]);
+    assert_limited(
+        attempt("203.0.113.9", PASSWORD, Some(&forged))
+            .await
+            .unwrap(),
+        "login-email",
+        3,
+        300,
+    )
+    .await;
+
+    // The owner's device gets in, from anywhere, with the header as with the cookie.
+    let response = attempt("203.0.113.9", PASSWORD, Some(value)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the owner's device");
+    let policy = response.headers()["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("\"login-device\";q=2;w=300"), "{policy}");
+    // Its own mistakes spend its own allowance.
+    for _ in 0..2 {
+        let typo = attempt("203.0.113.9", "typo", Some(value)).await.unwrap();
+        assert_eq!(typo.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_limited(
+        attempt("203.0.113.9", PASSWORD, Some(value)).await.unwrap(),
+        "login-device",
+        2,
+        300,
+    )
+    .await;
+    // Another account is not limited.
+    register(&keel, "bob@example.com").await;
+    let bob = keel
+        .post_json(
+            LOGIN,
+            &json!({"email": "bob@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(bob.status(), StatusCode::OK);
 }
 
 async fn register_and_refresh_are_rate_limited_per_ip(backend: Backend) {

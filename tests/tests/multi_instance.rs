@@ -312,9 +312,10 @@ async fn the_socket_connect_quota_counts_connects_made_on_every_instance() {
     );
 }
 
-/// The per-email login quota counts the attempts made on every instance together: with a limit
-/// of 5, attempts spread over A, B and C (no instance sees more than two) are refused from the
-/// sixth on, on any instance, right password or not.
+/// The per-account login quota counts the failed attempts made on every instance together:
+/// with a limit of 5, failures spread over A, B and C (no instance sees more than two) lock
+/// the account against unknown devices from the sixth attempt on, on any instance, right
+/// password or not.
 #[tokio::test]
 async fn the_login_limit_counts_attempts_made_on_every_instance() {
     const LIMIT: u32 = 5;

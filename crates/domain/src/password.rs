@@ -1,6 +1,8 @@
 //! The password policy.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::LazyLock;
 
 use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretString};
@@ -9,8 +11,19 @@ use crate::validation::{ValidationError, codes};
 
 const FIELD: &str = "password";
 
+/// The 10,000 most common passwords (source and licence in `data/README.md`), lowercase.
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        // Shorter ones are refused as too short before the list is asked.
+        .filter(|line| line.chars().count() >= Password::MIN_CHARS)
+        .collect()
+});
+
 /// A password that meets Keel's policy: 8 to 128 characters (Unicode scalar values, not bytes),
-/// anything printable, no control characters, and no composition rules (NIST SP 800-63B).
+/// anything printable, no control characters, not one of the 10,000 most common passwords
+/// (compared without case and surrounding white space), and no composition rules (NIST SP
+/// 800-63B).
 ///
 /// It is kept exactly as sent, neither trimmed nor normalised, because it is verified exactly as
 /// sent: a user whose password ends in a space must still get in. It never appears in `Debug`
@@ -57,7 +70,24 @@ impl Password {
                 format!("a password has at most {} characters", Self::MAX_CHARS),
             ));
         }
+        if Self::is_common(input) {
+            return Err(invalid(
+                codes::TOO_COMMON,
+                "this password is one of the most common ones; choose another",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether `input` is on the list of common passwords, ignoring case and surrounding white
+    /// space (so `Password1 ` is as common as `password1`).
+    pub fn is_common(input: &str) -> bool {
+        let trimmed = input.trim();
+        if trimmed.bytes().any(|b| b.is_ascii_uppercase()) || !trimmed.is_ascii() {
+            COMMON.contains(trimmed.to_lowercase().as_str())
+        } else {
+            COMMON.contains(trimmed)
+        }
     }
 
     /// The password itself, for hashing or verifying. Keep what it returns out of logs.
@@ -92,7 +122,7 @@ mod tests {
             "correct horse battery staple",
             "  spaces around  ",
             "Ünïcödé-pässwörd",
-            "12345678",
+            "zq8!kd2#",
         ] {
             assert_eq!(
                 Password::parse(sent.to_owned()).unwrap().expose_secret(),
@@ -105,13 +135,34 @@ mod tests {
     fn length_is_counted_in_characters() {
         assert_eq!(code_of(""), codes::REQUIRED);
         assert_eq!(code_of("1234567"), codes::TOO_SHORT);
-        assert!(Password::parse("12345678".to_owned()).is_ok());
+        assert!(Password::parse("zq8!kd2#".to_owned()).is_ok());
         // Seven characters, fourteen bytes: still too short.
         assert_eq!(code_of(&"é".repeat(7)), codes::TOO_SHORT);
         assert!(Password::parse("é".repeat(8)).is_ok());
         // 128 four-byte characters are 512 bytes and still allowed.
         assert!(Password::parse("🔑".repeat(128)).is_ok());
         assert_eq!(code_of(&"a".repeat(129)), codes::TOO_LONG);
+    }
+
+    #[test]
+    fn the_most_common_passwords_are_refused_whatever_their_case() {
+        for common in [
+            "password",
+            "12345678",
+            "iloveyou1",
+            "PassWord1",
+            " qwertyuiop ",
+        ] {
+            assert_eq!(code_of(common), codes::TOO_COMMON, "{common:?}");
+        }
+        // The list has 10,000 entries; the last of them is refused too.
+        let list = include_str!("../data/common-passwords.txt");
+        assert_eq!(list.lines().count(), 10_000);
+        let last_long = list.lines().rev().find(|p| p.chars().count() >= 8).unwrap();
+        assert_eq!(code_of(last_long), codes::TOO_COMMON, "{last_long}");
+        // Near misses are not common.
+        assert!(Password::parse("password-of-ada".to_owned()).is_ok());
+        assert!(Password::parse("correct horse battery".to_owned()).is_ok());
     }
 
     #[test]

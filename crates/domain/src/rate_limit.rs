@@ -224,6 +224,17 @@ pub trait RateLimiter: Send + Sync + 'static {
         key: &'a str,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<Decision, RateLimitError>>;
+
+    /// Says whether one request by `key` would be allowed at `now`, without counting it.
+    ///
+    /// For budgets that only failures spend (failed logins): the caller peeks before the
+    /// attempt and [`check`](Self::check)s after a failure, so successes cost nothing.
+    fn peek<'a>(
+        &'a self,
+        quota: &'a Quota,
+        key: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Decision, RateLimitError>>;
 }
 
 #[cfg(test)]
@@ -375,6 +386,15 @@ mod tests {
             Box::pin(std::future::ready(Err(RateLimitError::unavailable(
                 "connection refused",
             ))))
+        }
+
+        fn peek<'a>(
+            &'a self,
+            quota: &'a Quota,
+            key: &'a str,
+            now: OffsetDateTime,
+        ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
+            self.check(quota, key, now)
         }
     }
 

@@ -14,6 +14,8 @@ pub mod codes {
     pub const TOO_SHORT: &str = "too_short";
     /// The value is longer than the field allows.
     pub const TOO_LONG: &str = "too_long";
+    /// The value is one of the most common passwords (the shipped list of 10,000).
+    pub const TOO_COMMON: &str = "too_common";
     /// The value contains control characters (or, in names and emails, invisible bidirectional
     /// formatting characters).
     pub const CONTROL_CHARACTERS: &str = "control_characters";

@@ -10,6 +10,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 use crate::client_ip::TrustedProxies;
 use crate::config::{CorsConfig, HttpConfig};
 use crate::cors::Cors;
+use crate::device::DeviceCookies;
 use crate::edge::Edge;
 use crate::error::ApiError;
 #[cfg(feature = "governor")]
@@ -56,6 +57,7 @@ struct Inner {
     auth: web::Data<Auth>,
     quotas: web::Data<Quotas>,
     csrf: web::Data<CsrfPolicy>,
+    devices: web::Data<DeviceCookies>,
     cookie: (SessionCookieConfig, Key),
     realtime: Option<RealtimeServer>,
     body_limit: usize,
@@ -88,6 +90,10 @@ impl HttpApp {
                 auth: web::Data::new(services.auth),
                 quotas: web::Data::new(services.quotas),
                 csrf: web::Data::new(CsrfPolicy::new(cors.allowed_origins.iter())),
+                devices: web::Data::new(DeviceCookies::new(
+                    &services.cookie.1,
+                    services.cookie.0.secure,
+                )),
                 cookie: services.cookie,
                 realtime: services.realtime,
                 body_limit: http.body_limit_bytes,
@@ -135,6 +141,7 @@ impl HttpApp {
             .app_data(inner.auth.clone())
             .app_data(inner.quotas.clone())
             .app_data(inner.csrf.clone())
+            .app_data(inner.devices.clone())
             .app_data(extract::json_config(inner.body_limit))
             .app_data(extract::payload_config(inner.body_limit))
             .app_data(extract::path_config())

@@ -50,6 +50,7 @@ mod client_ip;
 mod config;
 mod convert;
 mod cors;
+mod device;
 mod edge;
 mod error;
 mod extract;

@@ -38,9 +38,14 @@ pub struct QuotaSpec {
 pub struct QuotaConfig {
     /// Login attempts per client IP.
     pub login_ip: QuotaSpec,
-    /// Login attempts per account email, whatever the IP: slows down password guessing spread
-    /// over many addresses.
+    /// Failed logins per account from devices that have not logged in to it before, whatever
+    /// the IP: past it, the account is locked against unknown devices (429) while its known
+    /// devices keep their own allowance (`login_device`). Only failures spend it, so guesses
+    /// from elsewhere never lock the owner's device out.
     pub login_email: QuotaSpec,
+    /// Failed logins per account from one device that has logged in to it before (its device
+    /// cookie, or `x-keel-device`).
+    pub login_device: QuotaSpec,
     /// Registrations per client IP.
     pub register_ip: QuotaSpec,
     /// Token refreshes per client IP.
@@ -58,6 +63,10 @@ impl Default for QuotaConfig {
                 window_seconds: 60,
             },
             login_email: QuotaSpec {
+                limit: 10,
+                window_seconds: 300,
+            },
+            login_device: QuotaSpec {
                 limit: 10,
                 window_seconds: 300,
             },
@@ -93,6 +102,7 @@ pub struct Quotas {
     fallback: Arc<InMemoryRateLimiter>,
     pub(crate) login_ip: Quota,
     pub(crate) login_email: Quota,
+    login_device: Quota,
     pub(crate) register_ip: Quota,
     pub(crate) refresh_ip: Quota,
     socket_connect_ip: Quota,
@@ -115,6 +125,7 @@ impl Quotas {
             fallback: Arc::new(InMemoryRateLimiter::new()),
             login_ip: quota("login-ip", config.login_ip)?,
             login_email: quota("login-email", config.login_email)?,
+            login_device: quota("login-device", config.login_device)?,
             register_ip: quota("register-ip", config.register_ip)?,
             refresh_ip: quota("refresh-ip", config.refresh_ip)?,
             socket_connect_ip: quota("socket-connect-ip", config.socket_connect_ip)?,
@@ -135,6 +146,7 @@ impl Quotas {
                 &self.socket_connect_ip,
                 client_ip,
                 OffsetDateTime::now_utc(),
+                true,
             )
             .await
             .map_err(|_| 1_u64)?;
@@ -146,34 +158,96 @@ impl Quotas {
     }
 
     /// One decision from the shared limiter, or from the in-process one while the shared one
-    /// cannot answer.
+    /// cannot answer; `consume: false` only asks.
     async fn decide(
         &self,
         quota: &Quota,
         key: &str,
         now: OffsetDateTime,
+        consume: bool,
     ) -> Result<Decision, keel_domain::RateLimitError> {
-        match self.limiter.check(quota, key, now).await {
+        let shared = if consume {
+            self.limiter.check(quota, key, now).await
+        } else {
+            self.limiter.peek(quota, key, now).await
+        };
+        match shared {
             Ok(decision) => Ok(decision),
             Err(error) => {
                 tracing::warn!(quota = quota.name(), error = %error, "shared rate limiter unavailable; limiting in-process");
-                self.fallback.check(quota, key, now).await
+                if consume {
+                    self.fallback.check(quota, key, now).await
+                } else {
+                    self.fallback.peek(quota, key, now).await
+                }
             }
+        }
+    }
+
+    /// Admits one login attempt for `account` (the normalised address) from `ip`, by `device`
+    /// when the client presented a known device of that account. Counts the attempt against
+    /// the IP's quota; asks, without counting, whether the account's failure budget for this
+    /// kind of device is left. The returned budget is spent by [`login_failed`]; a success
+    /// spends nothing.
+    ///
+    /// [`login_failed`]: Self::login_failed
+    pub(crate) async fn admit_login(
+        &self,
+        ip: &str,
+        account: &str,
+        device: Option<&str>,
+    ) -> Result<LoginBudget, ApiError> {
+        let failures_key = match device {
+            Some(device) => format!("{device}:{account}"),
+            None => account.to_owned(),
+        };
+        let failures = if device.is_some() {
+            &self.login_device
+        } else {
+            &self.login_email
+        };
+        let headers = self
+            .check_all(&[(&self.login_ip, ip, true), (failures, &failures_key, false)])
+            .await?;
+        Ok(LoginBudget {
+            headers,
+            failures: *failures,
+            key: failures_key,
+        })
+    }
+
+    /// Spends one failure of `budget`.
+    pub(crate) async fn login_failed(&self, budget: &LoginBudget) {
+        if !self.enabled {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        if let Err(error) = self.decide(&budget.failures, &budget.key, now, true).await {
+            tracing::warn!(quota = budget.failures.name(), error = %error, "a failed login was not counted");
         }
     }
 
     /// Checks every `(quota, key)` pair; all must allow. The outcome carries the headers to put
     /// on the response either way.
     pub(crate) async fn check(&self, checks: &[(&Quota, &str)]) -> Result<QuotaHeaders, ApiError> {
+        let counted: Vec<(&Quota, &str, bool)> = checks
+            .iter()
+            .map(|(quota, key)| (*quota, *key, true))
+            .collect();
+        self.check_all(&counted).await
+    }
+
+    /// As [`check`](Self::check), each pair counted or only asked (`false`).
+    async fn check_all(&self, checks: &[(&Quota, &str, bool)]) -> Result<QuotaHeaders, ApiError> {
         if !self.enabled {
             return Ok(QuotaHeaders::default());
         }
         let now = OffsetDateTime::now_utc();
         let mut headers = QuotaHeaders::default();
         let mut denied: Option<u64> = None;
-        for (quota, key) in checks {
+        for (quota, key, consume) in checks {
             let decision = self
-                .decide(quota, key, now)
+                .decide(quota, key, now, *consume)
                 .await
                 .map_err(ApiError::internal)?;
             headers.push(quota, &decision);
@@ -198,6 +272,15 @@ impl Quotas {
             }
         }
     }
+}
+
+/// What [`Quotas::admit_login`] admitted: the headers for the answer, and the failure budget
+/// that a failed attempt spends.
+#[derive(Debug)]
+pub(crate) struct LoginBudget {
+    pub(crate) headers: QuotaHeaders,
+    failures: Quota,
+    key: String,
 }
 
 /// `RateLimit-Policy` and `RateLimit` for the quotas a request was checked against.
@@ -232,5 +315,20 @@ impl QuotaHeaders {
         for pair in self.pairs() {
             response.insert_header(pair);
         }
+    }
+
+    /// Passes `result` on, adding the headers to its error: a refused login, a reused refresh
+    /// token or a taken address tell the client its budget as a success does.
+    pub(crate) fn on_error<T, E: Into<ApiError>>(
+        &self,
+        result: Result<T, E>,
+    ) -> Result<T, ApiError> {
+        result.map_err(|error| {
+            self.pairs()
+                .into_iter()
+                .fold(error.into(), |error, (name, value)| {
+                    error.with_header(name, value)
+                })
+        })
     }
 }

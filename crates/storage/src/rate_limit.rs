@@ -120,7 +120,7 @@ impl Shard {
         self.by_tat.len()
     }
 
-    fn decide(&mut self, quota: &Quota, key: &str, now: OffsetDateTime) -> Decision {
+    fn decide(&mut self, quota: &Quota, key: &str, now: OffsetDateTime, consume: bool) -> Decision {
         let gcra = Gcra::new(quota);
         let now = gcra.units(now.unix_timestamp_nanos());
         let stored = self
@@ -166,6 +166,7 @@ impl Shard {
             id: stored.map_or(self.next_id, |bucket| bucket.id),
         };
         match stored {
+            _ if !consume => {}
             Some(old) => self.update(quota.name(), key, old, bucket),
             None => self.insert(quota.name(), key, bucket),
         }
@@ -290,11 +291,21 @@ impl InMemoryRateLimiter {
     }
 
     fn decide(&self, quota: &Quota, key: &str, now: OffsetDateTime) -> Decision {
+        self.decide_or_peek(quota, key, now, true)
+    }
+
+    fn decide_or_peek(
+        &self,
+        quota: &Quota,
+        key: &str,
+        now: OffsetDateTime,
+        consume: bool,
+    ) -> Decision {
         let hash = self.hasher.hash_one((quota.name(), key));
         let count = self.shards.len().max(1);
         let index = usize::try_from(hash % count as u64).unwrap_or(0);
         match self.shards.get(index) {
-            Some(shard) => lock(shard).decide(quota, key, now),
+            Some(shard) => lock(shard).decide(quota, key, now, consume),
             // Unreachable: the index is reduced modulo the shard count. Should that ever
             // change, denying is the answer that cannot let a flood through.
             None => Decision {
@@ -333,6 +344,17 @@ impl RateLimiter for InMemoryRateLimiter {
     ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
         Box::pin(std::future::ready(Ok(self.decide(quota, key, now))))
     }
+
+    fn peek<'a>(
+        &'a self,
+        quota: &'a Quota,
+        key: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
+        Box::pin(std::future::ready(Ok(
+            self.decide_or_peek(quota, key, now, false)
+        )))
+    }
 }
 
 impl fmt::Debug for InMemoryRateLimiter {
@@ -366,6 +388,26 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn peeking_counts_nothing_and_sees_what_checks_spent() {
+        let limiter = InMemoryRateLimiter::new();
+        let q = quota("login-failures", 2, 60);
+        for _ in 0..10 {
+            assert!(limiter.decide_or_peek(&q, "ada", T0, false).allowed);
+        }
+        assert_eq!(limiter.len(), 0, "a peek stores nothing");
+        assert!(limiter.decide(&q, "ada", T0).allowed);
+        assert!(limiter.decide(&q, "ada", T0).allowed);
+        let peeked = limiter.decide_or_peek(&q, "ada", T0, false);
+        assert!(!peeked.allowed);
+        assert_eq!(peeked.retry_after, Some(secs(30)));
+        assert!(
+            limiter
+                .decide_or_peek(&q, "ada", at(secs(30)), false)
+                .allowed
+        );
     }
 
     #[test]

@@ -107,7 +107,12 @@ impl RedisRateLimiter {
         )
     }
 
-    async fn decide(&self, quota: &Quota, key: &str) -> Result<Decision, RateLimitError> {
+    async fn decide(
+        &self,
+        quota: &Quota,
+        key: &str,
+        consume: bool,
+    ) -> Result<Decision, RateLimitError> {
         let gcra = Gcra::new(quota);
         // Plain u64s for Redis: the window is at most 3.2e13 µs and the limit a u32.
         let window_us = u64::try_from(gcra.window_us).unwrap_or(u64::MAX);
@@ -120,6 +125,7 @@ impl RedisRateLimiter {
             .arg(limit)
             .arg(window_us / limit)
             .arg(window_us % limit)
+            .arg(u8::from(consume))
             .invoke_async(&mut conn)
             .await
             .map_err(RateLimitError::unavailable)?;
@@ -223,7 +229,17 @@ impl RateLimiter for RedisRateLimiter {
         key: &'a str,
         _now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
-        Box::pin(self.decide(quota, key))
+        Box::pin(self.decide(quota, key, true))
+    }
+
+    /// Decides on the Redis server's clock, as [`check`](Self::check) does.
+    fn peek<'a>(
+        &'a self,
+        quota: &'a Quota,
+        key: &'a str,
+        _now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
+        Box::pin(self.decide(quota, key, false))
     }
 }
 
@@ -236,8 +252,9 @@ impl fmt::Debug for RedisRateLimiter {
     }
 }
 
-/// GCRA on one key. KEYS[1]: the bucket. ARGV: window in µs, limit, and the emission interval
-/// `window / limit` µs as quotient and remainder.
+/// GCRA on one key. KEYS[1]: the bucket. ARGV: window in µs, limit, the emission interval
+/// `window / limit` µs as quotient and remainder, and 1 to count the request (0 to only ask
+/// whether it would be allowed).
 ///
 /// Lua numbers are doubles, exact only up to 2^53, so times are never scaled by the limit here
 /// (that could reach 1e25). A TAT is kept as whole µs (about 1.7e15 today) plus a remainder in
@@ -259,6 +276,7 @@ local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local q = tonumber(ARGV[3])
 local r = tonumber(ARGV[4])
+local consume = ARGV[5] == '1'
 
 local us, rem, stored = now, 0, false
 local raw = redis.call('GET', KEYS[1])
@@ -303,7 +321,7 @@ local function store(tus, trem)
 end
 
 if nus - now < window or (nus - now == window and nrem == 0) then
-  store(nus, nrem)
+  if consume then store(nus, nrem) end
   return {1, now, nus, nrem}
 end
 -- Denied: nothing is consumed. A capped TAT is still written, or the cap would be applied

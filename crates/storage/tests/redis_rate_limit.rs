@@ -101,6 +101,30 @@ async fn a_burst_of_exactly_limit_is_allowed_then_denied_with_retry_after() {
 }
 
 #[tokio::test]
+async fn peeking_counts_nothing_and_sees_what_checks_spent() {
+    let server = RedisServer::start();
+    let pool = pool_for(&server, Duration::from_secs(2));
+    let limiter = RedisRateLimiter::new(pool.clone());
+    let q = quota("login-failures", 2, 60);
+    for _ in 0..10 {
+        assert!(limiter.peek(&q, "ada", now()).await.unwrap().allowed);
+    }
+    assert!(keys(&pool).await.is_empty(), "a peek stores nothing");
+    assert!(check(&limiter, &q, "ada").await.allowed);
+    assert!(check(&limiter, &q, "ada").await.allowed);
+    let peeked = limiter.peek(&q, "ada", now()).await.unwrap();
+    assert!(!peeked.allowed);
+    let retry = peeked.retry_after.unwrap();
+    assert!(
+        close(retry, Duration::from_secs(30), Duration::from_secs(1)),
+        "{retry:?}"
+    );
+    // Peeking at a denied key leaves it as it was.
+    assert!(!limiter.peek(&q, "ada", now()).await.unwrap().allowed);
+    assert!(!check(&limiter, &q, "ada").await.allowed);
+}
+
+#[tokio::test]
 async fn a_denied_client_is_allowed_again_after_retry_after() {
     let server = RedisServer::start();
     let limiter = RedisRateLimiter::new(pool_for(&server, Duration::from_secs(2)));

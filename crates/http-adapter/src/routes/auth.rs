@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keel_auth::{Accounts, Auth, ClientInfo, Registration, SignedIn};
+use keel_auth::{Accounts, Auth, AuthError, ClientInfo, Registration, SignedIn};
 use keel_domain::{SessionId, User};
 use keel_session::Session;
 use keel_session::actix::{clear_session_cookie, write_session_cookie};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::caller::Caller;
+use crate::device::DeviceCookies;
 use crate::edge::ClientIp;
 use crate::error::ApiError;
 use crate::quota::Quotas;
@@ -129,23 +130,30 @@ pub(crate) async fn register(
         password,
         display_name,
     } = body.into_inner();
-    let user = accounts
-        .register(Registration {
-            email,
-            password,
-            display_name,
-        })
-        .await?;
+    let user = limits.on_error(
+        accounts
+            .register(Registration {
+                email,
+                password,
+                display_name,
+            })
+            .await,
+    )?;
     let mut response = no_store(HttpResponse::Created());
     limits.apply(&mut response);
     Ok(response.json(UserBody { user: &user }))
 }
 
-/// POST /login: 200 with tokens, and the session cookie.
+/// POST /login: 200 with tokens, the session cookie and the device cookie.
+///
+/// Failed attempts are counted per account, apart for each device that has logged in to the
+/// account before (see `device.rs`): guesses from elsewhere lock the account against unknown
+/// devices only.
 pub(crate) async fn login(
     req: HttpRequest,
     auth: web::Data<Auth>,
     quotas: web::Data<Quotas>,
+    devices: web::Data<DeviceCookies>,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginBody { email, password } = body.into_inner();
@@ -156,12 +164,11 @@ pub(crate) async fn login(
         .chars()
         .take(MAX_EMAIL_KEY_CHARS)
         .collect();
-    let limits = quotas
-        .check(&[
-            (&quotas.login_ip, &ip_key(&req)),
-            (&quotas.login_email, &email_key),
-        ])
+    let device = devices.known(&req, &email_key);
+    let budget = quotas
+        .admit_login(&ip_key(&req), &email_key, device.as_deref())
         .await?;
+    let limits = &budget.headers;
     let client = ClientInfo {
         user_agent: req
             .headers()
@@ -170,10 +177,19 @@ pub(crate) async fn login(
             .map(str::to_owned),
         ip: client_ip(&req),
     };
-    let signed_in = auth.login(&email, &password, client).await?;
+    let signed_in = match auth.login(&email, &password, client).await {
+        Ok(signed_in) => signed_in,
+        Err(error) => {
+            if matches!(error, AuthError::InvalidCredentials) {
+                quotas.login_failed(&budget).await;
+            }
+            return limits.on_error(Err(error));
+        }
+    };
     let csrf = write_session_cookie(&req, signed_in.session.id).map_err(ApiError::internal)?;
     let mut response = no_store(HttpResponse::Ok());
     limits.apply(&mut response);
+    response.cookie(devices.issue(device.as_deref(), &email_key));
     Ok(response.json(tokens_body(&signed_in, Some(csrf.expose_secret()))))
 }
 
@@ -185,7 +201,7 @@ pub(crate) async fn refresh(
     body: web::Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let limits = quotas.check(&[(&quotas.refresh_ip, &ip_key(&req))]).await?;
-    let signed_in = auth.refresh(&body.refresh_token).await?;
+    let signed_in = limits.on_error(auth.refresh(&body.refresh_token).await)?;
     let mut response = no_store(HttpResponse::Ok());
     limits.apply(&mut response);
     Ok(response.json(tokens_body(&signed_in, None)))
