@@ -198,6 +198,47 @@ async fn on_postgres_and_redis_accounts_and_sessions_survive_a_restart() {
     accounts_and_sessions_survive_a_restart(Some(RedisServer::start())).await;
 }
 
+/// Raising the argon2 parameters in the configuration upgrades each account's stored hash at
+/// its next login, with no reset and nothing the user notices.
+#[tokio::test]
+async fn raised_argon2_parameters_upgrade_a_stored_hash_at_the_next_login() {
+    let server = PostgresServer::shared();
+    let db = server.database();
+    let stored_hash = || {
+        server
+            .psql(&db.name, "SELECT password_hash FROM users")
+            .unwrap()
+    };
+    let cheap = TestApp::spawn_with(|config| {
+        on_database(&db)(config);
+        config.auth.password_hashing.memory_kib = 8 * 1024;
+        config.auth.password_hashing.iterations = 1;
+    })
+    .await;
+    wait_ready(&cheap).await;
+    register(&cheap, &email("ada")).await;
+    drop(cheap);
+    assert!(
+        stored_hash().contains("$m=8192,t=1,p=1$"),
+        "{}",
+        stored_hash()
+    );
+
+    let raised = TestApp::spawn_with(on_database(&db)).await;
+    wait_ready(&raised).await;
+    let login = login(&raised, &email("ada")).await;
+    assert_eq!(me_status(&raised, &login.access).await, StatusCode::OK);
+    let upgraded = stored_hash();
+    assert!(upgraded.contains("$m=19456,t=2,p=1$"), "{upgraded}");
+    // The upgraded hash logs in as the old one did.
+    login_again(&raised).await;
+}
+
+async fn login_again(app: &TestApp) {
+    let again = login(app, &email("ada")).await;
+    assert_eq!(me_status(app, &again.access).await, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn two_instances_on_one_database_and_one_redis_act_as_one() {
     let db = PostgresServer::shared().database();

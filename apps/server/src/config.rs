@@ -277,6 +277,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if let Err(error) = self.auth.password_hashing.params() {
+            return Err(ConfigError::new(
+                format!("auth.password_hashing.{}", error.field),
+                error.reason,
+            ));
+        }
         if self.server.workers == Some(0) {
             return Err(ConfigError::new(
                 "server.workers",
@@ -694,6 +700,24 @@ mod tests {
             assert!(error.to_string().contains("32 bytes"), "{error}");
             jail.set_env("KEEL_COOKIE__KEY", "not base64!");
             assert_eq!(load_in(jail).unwrap_err().key(), "cookie.key");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn argon2_parameters_are_checked_at_load_and_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KEEL_AUTH__PASSWORD_HASHING__MEMORY_KIB", "65536");
+            jail.set_env("KEEL_AUTH__PASSWORD_HASHING__ITERATIONS", "3");
+            let config = load_in(jail).unwrap();
+            assert_eq!(config.auth.password_hashing.memory_kib, 65_536);
+            jail.set_env("KEEL_AUTH__PASSWORD_HASHING__ITERATIONS", "0");
+            let error = load_in(jail).unwrap_err();
+            assert_eq!(error.key(), "auth.password_hashing.iterations");
+            jail.set_env("KEEL_AUTH__PASSWORD_HASHING__ITERATIONS", "2");
+            jail.set_env("KEEL_AUTH__PASSWORD_HASHING__MEMORY_KIB", "1");
+            let error = load_in(jail).unwrap_err();
+            assert_eq!(error.key(), "auth.password_hashing.memory_kib");
             Ok(())
         });
     }

@@ -25,23 +25,21 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
-/// Memory cost in KiB (OWASP password storage cheat sheet, argon2id first choice).
+/// The default memory cost in KiB (OWASP password storage cheat sheet, argon2id first choice).
 pub const M_COST_KIB: u32 = 19_456;
-/// Number of passes.
+/// The default number of passes.
 pub const T_COST: u32 = 2;
-/// Degree of parallelism.
+/// The default degree of parallelism.
 pub const P_COST: u32 = 1;
 
 const ALGORITHM: Algorithm = Algorithm::Argon2id;
 const VERSION: Version = Version::V0x13;
 const SALT_LEN: usize = 16;
-/// The parameters of new hashes (checked at compile time).
+/// The default parameters of new hashes (checked at compile time).
 const PARAMS: Params = match Params::new(M_COST_KIB, T_COST, P_COST, None) {
     Ok(params) => params,
     Err(_) => panic!("invalid argon2 parameters"),
 };
-/// Size of each pooled block buffer: what a computation at [`PARAMS`] needs.
-const POOL_BLOCKS: usize = PARAMS.block_count();
 
 /// Stored hashes are read back with their own parameters, so a hash that asks for absurd memory
 /// or time (a corrupted row, a hostile import) could still exhaust the machine. These bounds are
@@ -70,6 +68,16 @@ pub enum PasswordError {
     Internal(String),
 }
 
+/// A [`PasswordHashingConfig`] whose argon2 parameters cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidHashingParams {
+    /// The offending field (`memory_kib`, `iterations` or `parallelism`).
+    pub field: &'static str,
+    /// Why, with the bounds.
+    pub reason: String,
+}
+
 /// Configuration of the [`PasswordHasher`]. Every field has a default, so `{}` is valid.
 ///
 /// ```toml
@@ -86,6 +94,12 @@ pub struct PasswordHashingConfig {
     /// Written as integer milliseconds, `queue_timeout_ms`.
     #[serde(rename = "queue_timeout_ms", with = "duration_ms")]
     pub queue_timeout: Duration,
+    /// argon2id memory cost of new hashes, in KiB (19456, OWASP's first choice).
+    pub memory_kib: u32,
+    /// argon2id passes of new hashes (2).
+    pub iterations: u32,
+    /// argon2id lanes of new hashes (1).
+    pub parallelism: u32,
 }
 
 impl Default for PasswordHashingConfig {
@@ -93,7 +107,40 @@ impl Default for PasswordHashingConfig {
         Self {
             max_concurrent: std::thread::available_parallelism().map_or(1, usize::from),
             queue_timeout: Duration::from_secs(5),
+            memory_kib: M_COST_KIB,
+            iterations: T_COST,
+            parallelism: P_COST,
         }
+    }
+}
+
+impl PasswordHashingConfig {
+    /// The argon2 parameters of new hashes, when they are within the bounds that verification
+    /// also enforces (a hash Keel makes, Keel must be able to check).
+    ///
+    /// # Errors
+    /// A parameter out of its bounds, named.
+    pub fn params(&self) -> Result<Params, InvalidHashingParams> {
+        let bad = |field, reason: String| Err(InvalidHashingParams { field, reason });
+        if !(1..=MAX_P_COST).contains(&self.parallelism) {
+            return bad("parallelism", format!("must be 1..={MAX_P_COST}"));
+        }
+        let least = 8 * self.parallelism;
+        if !(least..=MAX_M_COST_KIB).contains(&self.memory_kib) {
+            return bad(
+                "memory_kib",
+                format!("must be {least}..={MAX_M_COST_KIB} (at least 8 per lane)"),
+            );
+        }
+        if !(1..=MAX_T_COST).contains(&self.iterations) {
+            return bad("iterations", format!("must be 1..={MAX_T_COST}"));
+        }
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None).map_err(|error| {
+            InvalidHashingParams {
+                field: "memory_kib",
+                reason: error.to_string(),
+            }
+        })
     }
 }
 
@@ -128,6 +175,8 @@ struct Inner {
     buffers_allocated: AtomicUsize,
     max_concurrent: usize,
     queue_timeout: Duration,
+    /// The parameters of new hashes; each pooled buffer is sized for them.
+    params: Params,
     dummy_hash: OnceCell<String>,
 }
 
@@ -141,15 +190,24 @@ impl std::fmt::Debug for PasswordHasher {
                 &self.inner.buffers_allocated.load(Ordering::Relaxed),
             )
             .field("queue_timeout", &self.inner.queue_timeout)
+            .field("m_cost", &self.inner.params.m_cost())
+            .field("t_cost", &self.inner.params.t_cost())
+            .field("p_cost", &self.inner.params.p_cost())
             .finish()
     }
 }
 
 impl PasswordHasher {
-    /// A hasher with the given limits.
+    /// A hasher with the given limits and parameters. Parameters that
+    /// [`PasswordHashingConfig::params`] refuses (configuration loading checks them first) fall
+    /// back to the defaults, with an error logged.
     pub fn new(config: &PasswordHashingConfig) -> Self {
         // Zero permits would refuse every login forever; clamp rather than fail start-up.
         let max_concurrent = config.max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        let params = config.params().unwrap_or_else(|error| {
+            tracing::error!(%error, "invalid argon2 parameters; using the defaults");
+            PARAMS
+        });
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
@@ -157,6 +215,7 @@ impl PasswordHasher {
                 buffers_allocated: AtomicUsize::new(0),
                 max_concurrent,
                 queue_timeout: config.queue_timeout,
+                params,
                 dummy_hash: OnceCell::new(),
             }),
         }
@@ -166,8 +225,29 @@ impl PasswordHasher {
     /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = SecretString::from(password);
-        self.run(move |blocks| hash_blocking(password.expose_secret().as_bytes(), blocks))
+        let params = self.inner.params.clone();
+        self.run(move |blocks| hash_blocking(password.expose_secret().as_bytes(), &params, blocks))
             .await
+    }
+
+    /// Whether a stored hash was made otherwise than new hashes are (another algorithm,
+    /// version or parameters): after a successful login, the caller replaces it with a hash of
+    /// the same password at today's parameters, so raising them in the configuration upgrades
+    /// every account that logs in. A hash that cannot be read needs no rehash here (it never
+    /// verifies).
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return false;
+        };
+        let ours = &self.inner.params;
+        Algorithm::try_from(hash.algorithm) != Ok(ALGORITHM)
+            || hash.version != Some(VERSION.into())
+            || params.m_cost() != ours.m_cost()
+            || params.t_cost() != ours.t_cost()
+            || params.p_cost() != ours.p_cost()
     }
 
     /// Checks `password` against a stored PHC string. `Ok(false)` means a wrong password; an
@@ -253,7 +333,7 @@ impl Slot {
 
     fn blocks(&mut self) -> &mut [Block] {
         if self.buffer.is_empty() {
-            self.buffer = vec![Block::default(); POOL_BLOCKS];
+            self.buffer = vec![Block::default(); self.inner.params.block_count()];
             self.inner.buffers_allocated.fetch_add(1, Ordering::Relaxed);
         }
         &mut self.buffer
@@ -275,27 +355,32 @@ impl Drop for Slot {
     }
 }
 
-fn hash_blocking(password: &[u8], blocks: &mut [Block]) -> Result<String, PasswordError> {
+fn hash_blocking(
+    password: &[u8],
+    params: &Params,
+    blocks: &mut [Block],
+) -> Result<String, PasswordError> {
     let mut salt = [0u8; SALT_LEN];
     rand::rng().fill_bytes(&mut salt);
-    hash_with_salt(password, &salt, blocks)
+    hash_with_salt(password, &salt, params, blocks)
 }
 
-/// The PHC string of `password` at [`PARAMS`], exactly as `argon2::PasswordHasher` formats it.
+/// The PHC string of `password` at `params`, exactly as `argon2::PasswordHasher` formats it.
 fn hash_with_salt(
     password: &[u8],
     salt: &[u8],
+    params: &Params,
     blocks: &mut [Block],
 ) -> Result<String, PasswordError> {
     let internal = |e: password_hash::Error| PasswordError::Internal(e.to_string());
     let salt_string = SaltString::encode_b64(salt).map_err(internal)?;
-    let argon2 = Argon2::new(ALGORITHM, VERSION, PARAMS);
+    let argon2 = Argon2::new(ALGORITHM, VERSION, params.clone());
     let output =
         compute(&argon2, password, salt, Params::DEFAULT_OUTPUT_LEN, blocks).map_err(internal)?;
     let phc = PasswordHash {
         algorithm: ALGORITHM.ident(),
         version: Some(VERSION.into()),
-        params: ParamsString::try_from(&PARAMS).map_err(internal)?,
+        params: ParamsString::try_from(params).map_err(internal)?,
         salt: Some(salt_string.as_salt()),
         hash: Some(output),
     };
@@ -398,8 +483,12 @@ mod tests {
         PasswordHasher::new(&PasswordHashingConfig {
             max_concurrent,
             queue_timeout,
+            ..PasswordHashingConfig::default()
         })
     }
+
+    /// The pooled buffer size at the default parameters.
+    const POOL_BLOCKS: usize = PARAMS.block_count();
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
@@ -460,6 +549,52 @@ mod tests {
         let hasher = PasswordHasher::new(&PasswordHashingConfig::default());
         assert!(hasher.verify("legacy password", &old).await.unwrap());
         assert!(!hasher.verify("other password", &old).await.unwrap());
+        assert!(
+            hasher.needs_rehash(&old),
+            "older parameters are upgraded on login"
+        );
+    }
+
+    #[tokio::test]
+    async fn raised_parameters_make_new_hashes_and_mark_old_ones_for_a_rehash() {
+        let cheap = PasswordHasher::new(&PasswordHashingConfig {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            ..PasswordHashingConfig::default()
+        });
+        let old = cheap.hash("correct horse battery").await.unwrap();
+        assert!(old.contains("m=8192,t=1,p=1"), "{old}");
+        assert!(!cheap.needs_rehash(&old));
+
+        let raised = PasswordHasher::new(&PasswordHashingConfig::default());
+        assert!(raised.needs_rehash(&old));
+        let new = raised.hash("correct horse battery").await.unwrap();
+        assert!(new.contains("m=19456,t=2,p=1"), "{new}");
+        assert!(!raised.needs_rehash(&new));
+        assert!(raised.verify("correct horse battery", &new).await.unwrap());
+        // Unreadable strings are not rehashed (they never verify).
+        assert!(!raised.needs_rehash("not a hash"));
+    }
+
+    #[test]
+    fn parameters_out_of_bounds_are_named() {
+        let config = |memory_kib, iterations, parallelism| PasswordHashingConfig {
+            memory_kib,
+            iterations,
+            parallelism,
+            ..PasswordHashingConfig::default()
+        };
+        assert!(PasswordHashingConfig::default().params().is_ok());
+        for (bad, field) in [
+            (config(4, 2, 1), "memory_kib"),
+            (config(MAX_M_COST_KIB + 1, 2, 1), "memory_kib"),
+            (config(19_456, 0, 1), "iterations"),
+            (config(19_456, MAX_T_COST + 1, 1), "iterations"),
+            (config(19_456, 2, 0), "parallelism"),
+            (config(19_456, 2, MAX_P_COST + 1), "parallelism"),
+        ] {
+            assert_eq!(bad.params().unwrap_err().field, field, "{bad:?}");
+        }
     }
 
     #[tokio::test]
@@ -585,7 +720,7 @@ mod tests {
         let expected = plain.hash_password(b"pa55word", &salt).unwrap().to_string();
         let mut blocks = vec![Block::default(); POOL_BLOCKS];
         assert_eq!(
-            hash_with_salt(b"pa55word", &raw_salt, &mut blocks).unwrap(),
+            hash_with_salt(b"pa55word", &raw_salt, &PARAMS, &mut blocks).unwrap(),
             expected
         );
 

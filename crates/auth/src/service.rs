@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keel_domain::{Clock, Email, RepositoryError, SessionId, User, UserId, UserRepository};
+use keel_domain::{
+    Clock, Email, RepositoryError, SessionId, User, UserId, UserRecord, UserRepository,
+};
 use keel_session::{
     RefreshHash, RotateOutcome, Session, SessionConfig, SessionError, SessionStore,
 };
@@ -308,6 +310,9 @@ impl Auth {
             }
             Err(other) => return Err(other.into()),
         }
+        if inner.hasher.needs_rehash(&record.password_hash) {
+            self.rehash(&record, password).await;
+        }
 
         let user = record.user;
         let now = inner.clock.now();
@@ -330,6 +335,35 @@ impl Auth {
             session,
             tokens,
         })
+    }
+
+    /// Replaces a verified password's hash, made with other argon2 parameters than today's,
+    /// by one at today's parameters. Best effort: the login goes on whatever happens, and the
+    /// next login tries again.
+    async fn rehash(&self, record: &UserRecord, password: &str) {
+        let inner = &self.inner;
+        let new_hash = match inner.hasher.hash(password).await {
+            Ok(hash) => hash,
+            Err(error) => {
+                tracing::warn!(user_id = %record.user.id, %error, "could not rehash a password");
+                return;
+            }
+        };
+        match inner
+            .users
+            .replace_password_hash(record.user.id, record.password_hash.clone(), new_hash)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(user_id = %record.user.id, "password rehashed at today's parameters");
+            }
+            Ok(false) => {
+                tracing::info!(user_id = %record.user.id, "password changed meanwhile; no rehash");
+            }
+            Err(error) => {
+                tracing::warn!(user_id = %record.user.id, %error, "could not store a rehashed password");
+            }
+        }
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh token; the presented

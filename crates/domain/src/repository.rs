@@ -49,6 +49,17 @@ pub trait UserRepository: Send + Sync + 'static {
 
     /// The account with this id, if any.
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>>;
+
+    /// Replaces the password hash of account `id` with `new_hash`, but only while it is still
+    /// `expected` (compare and set), and says whether it did: `false` when the account is gone
+    /// or its hash changed meanwhile (a password change that raced a login's rehash wins).
+    /// `updated_at` stays: a rehash changes nothing that the user can see.
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>>;
 }
 
 #[cfg(test)]
@@ -72,6 +83,17 @@ mod tests {
             &self,
             _email: &Email,
         ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+            Box::pin(std::future::ready(Err(RepositoryError::unavailable(
+                "down",
+            ))))
+        }
+
+        fn replace_password_hash(
+            &self,
+            _id: UserId,
+            _expected: String,
+            _new_hash: String,
+        ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
             Box::pin(std::future::ready(Err(RepositoryError::unavailable(
                 "down",
             ))))

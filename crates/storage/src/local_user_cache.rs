@@ -122,6 +122,24 @@ impl UserRepository for LocalUserCache {
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(self.find_by_id_now(id))
     }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(async move {
+            let replaced = self
+                .store
+                .replace_password_hash(id, expected, new_hash)
+                .await?;
+            if replaced {
+                self.invalidate(id);
+            }
+            Ok(replaced)
+        })
+    }
 }
 
 impl fmt::Debug for LocalUserCache {

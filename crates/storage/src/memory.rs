@@ -63,6 +63,16 @@ impl InMemoryUserRepository {
     fn find_by_id_now(&self, id: UserId) -> Option<UserRecord> {
         self.maps().by_id.get(&id).cloned()
     }
+
+    fn replace_password_hash_now(&self, id: UserId, expected: &str, new_hash: String) -> bool {
+        match self.maps().by_id.get_mut(&id) {
+            Some(record) if record.password_hash == expected => {
+                record.password_hash = new_hash;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl UserRepository for InMemoryUserRepository {
@@ -81,6 +91,17 @@ impl UserRepository for InMemoryUserRepository {
 
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(std::future::ready(Ok(self.find_by_id_now(id))))
+    }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(std::future::ready(Ok(
+            self.replace_password_hash_now(id, &expected, new_hash)
+        )))
     }
 }
 

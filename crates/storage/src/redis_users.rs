@@ -280,6 +280,35 @@ impl RedisUserRepository {
     }
 }
 
+impl RedisUserRepository {
+    /// Reads the record, and writes the new one only if the stored value is still byte for
+    /// byte what was read (one script): a compare and set without JSON handling in Lua.
+    async fn replace_password_hash_now(
+        &self,
+        id: UserId,
+        expected: &str,
+        new_hash: String,
+    ) -> Result<bool, RepositoryError> {
+        let key = self.user_key(id);
+        let mut conn = self.connection().await?;
+        let raw: Option<String> = conn.get(&key).await.map_err(RepositoryError::unavailable)?;
+        let Some(raw) = raw else { return Ok(false) };
+        let mut record = decode(&raw)?;
+        if record.user.id != id || record.password_hash != expected {
+            return Ok(false);
+        }
+        record.password_hash = new_hash;
+        let replaced: i64 = Script::new(REPLACE)
+            .key(key)
+            .arg(raw)
+            .arg(encode(&record)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(RepositoryError::unavailable)?;
+        Ok(replaced == 1)
+    }
+}
+
 impl UserRepository for RedisUserRepository {
     fn insert(&self, record: UserRecord) -> BoxFuture<'_, Result<(), RepositoryError>> {
         Box::pin(self.insert_now(record))
@@ -295,6 +324,18 @@ impl UserRepository for RedisUserRepository {
 
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(self.find_by_id_now(id))
+    }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(async move {
+            self.replace_password_hash_now(id, &expected, new_hash)
+                .await
+        })
     }
 }
 
@@ -379,6 +420,16 @@ pub(crate) fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
 /// KEYS[1]: the account key, KEYS[2]: the canonical email key, KEYS[3..]: the email keys of
 /// earlier releases' spellings. ARGV[1]: the id, ARGV[2]: the account JSON. Returns 0 when
 /// stored, 1 when the email is taken, 2 when the id is taken.
+/// KEYS[1]: an account. ARGV[1]: the value the caller read, ARGV[2]: its replacement. Writes
+/// only when the value is still the one read; returns 1 when it wrote.
+const REPLACE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 const INSERT: &str = r"
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end

@@ -161,6 +161,28 @@ impl UserRepository for CachedUserRepository {
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(self.find_by_id_now(id))
     }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(async move {
+            let replaced = self
+                .store
+                .replace_password_hash(id, expected, new_hash)
+                .await?;
+            if replaced {
+                // The store changed; a snapshot that outlived the change would hand out the
+                // old hash. Not fatal when Redis is gone: snapshots expire by themselves.
+                if let Err(error) = self.invalidate(id).await {
+                    tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+                }
+            }
+            Ok(replaced)
+        })
+    }
 }
 
 impl fmt::Debug for CachedUserRepository {

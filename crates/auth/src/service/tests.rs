@@ -59,6 +59,15 @@ impl UserRepository for Users {
             self.inner.find_by_id(id).await
         })
     }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        self.inner.replace_password_hash(id, expected, new_hash)
+    }
 }
 
 struct Fixture {
@@ -141,6 +150,49 @@ impl Fixture {
 
 fn refresh_token(signed_in: &SignedIn) -> String {
     signed_in.tokens.refresh_token.expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn raised_argon2_parameters_rehash_a_password_at_its_next_login() {
+    let f = Fixture::new();
+    // An account whose hash was made with cheaper parameters (an earlier configuration).
+    let cheap = PasswordHasher::new(&PasswordHashingConfig {
+        memory_kib: 8 * 1024,
+        iterations: 1,
+        ..PasswordHashingConfig::default()
+    });
+    let accounts = Accounts::new(f.users.clone(), cheap, f.clock.clone());
+    let user = accounts
+        .register(Registration {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    let before = f.users.find_by_id(user.id).await.unwrap().unwrap();
+    assert!(before.password_hash.contains("m=8192,t=1,p=1"));
+
+    // A wrong password changes nothing; the right one upgrades the hash, transparently.
+    let wrong = f
+        .auth
+        .login("ada@example.com", "wrong password", ClientInfo::default())
+        .await;
+    assert!(
+        matches!(wrong, Err(AuthError::InvalidCredentials)),
+        "{wrong:?}"
+    );
+    assert_eq!(f.users.find_by_id(user.id).await.unwrap().unwrap(), before);
+    f.login("ada@example.com").await;
+    let after = f.users.find_by_id(user.id).await.unwrap().unwrap();
+    assert!(
+        after.password_hash.contains("m=19456,t=2,p=1"),
+        "{}",
+        after.password_hash
+    );
+    assert_eq!(after.user, before.user, "nothing the user sees changed");
+    // And the upgraded hash still logs in.
+    f.login("ada@example.com").await;
 }
 
 #[tokio::test]

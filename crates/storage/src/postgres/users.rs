@@ -148,6 +148,26 @@ impl UserRepository for PgUserRepository {
                 .await
         }))
     }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+            )
+            .bind(*id.as_uuid())
+            .bind(expected)
+            .bind(new_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
+        }))
+    }
 }
 
 impl fmt::Debug for PgUserRepository {

@@ -99,6 +99,23 @@ impl UserRepository for Changing {
             Ok(found)
         })
     }
+
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        new_hash: String,
+    ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        let mut records = self.records.lock().unwrap();
+        let replaced = match records.get_mut(&id) {
+            Some(record) if record.password_hash == expected => {
+                record.password_hash = new_hash;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(async move { Ok(replaced) })
+    }
 }
 
 /// The race every cache in front of a store must win: a reader misses, reads the old account
@@ -163,6 +180,7 @@ macro_rules! user_repository_suite {
             a_user_registered_through_one_handle_is_known_through_the_other,
             of_concurrent_registrations_of_one_address_in_many_spellings_exactly_one_wins,
             records_round_trip_exactly,
+            a_password_hash_is_replaced_only_while_it_is_the_expected_one,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -203,6 +221,67 @@ where
             "Jos\u{e9}.Garc\u{ed}a@Example.com"
         );
     }
+}
+
+pub async fn a_password_hash_is_replaced_only_while_it_is_the_expected_one<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    // Read first, so that a cache in front of the store holds the account.
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(ada.clone())
+    );
+
+    let stale = "$argon2id$v=19$m=1,t=1,p=1$c3RhbGU$c3RhbGU".to_owned();
+    let replaced = h
+        .repo
+        .replace_password_hash(ada.user.id, stale, "never".into())
+        .await
+        .unwrap();
+    assert!(!replaced, "another hash was expected");
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(ada.clone())
+    );
+
+    let upgraded = format!("{}-upgraded", ada.password_hash);
+    let replaced = h
+        .repo
+        .replace_password_hash(ada.user.id, ada.password_hash.clone(), upgraded.clone())
+        .await
+        .unwrap();
+    assert!(replaced);
+    let expected = UserRecord {
+        password_hash: upgraded.clone(),
+        ..ada.clone()
+    };
+    // Seen at once by id and by email; nothing else changed, `updated_at` included.
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        h.repo.find_by_email(&ada.user.email).await.unwrap(),
+        Some(expected)
+    );
+    // The old hash is no longer the expected one; an unknown account has none.
+    let again = h
+        .repo
+        .replace_password_hash(ada.user.id, ada.password_hash.clone(), "x".into())
+        .await
+        .unwrap();
+    assert!(!again);
+    let unknown = h
+        .repo
+        .replace_password_hash(UserId::generate(), upgraded, "x".into())
+        .await
+        .unwrap();
+    assert!(!unknown);
 }
 
 pub async fn unknown_users_are_not_found<F, Fut>(make: F)
