@@ -4,6 +4,8 @@
 //!   fault tests can stop, restart and freeze;
 //! - [`postgres::PostgresServer`]: a private PostgreSQL server per test binary with a fresh
 //!   database per test, or one of a fault test's own to stop and start;
+//! - [`smtp::SmtpSink`]: a real SMTP server on a free port that keeps what it receives, and
+//!   can be stopped and started again;
 //! - [`eventually`]: waits for a condition instead of sleeping;
 //! - with the `app` feature, [`app::TestApp`]: the Keel app in-process on port 0 with an HTTP
 //!   client, and [`process::ServerProcess`]: the real `server` binary as a child process, for
@@ -20,6 +22,7 @@ pub mod postgres;
 #[cfg(feature = "app")]
 pub mod process;
 pub mod redis;
+pub mod smtp;
 mod tls;
 mod watchdog;
 

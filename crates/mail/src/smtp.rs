@@ -1,0 +1,79 @@
+//! The SMTP adapter.
+
+use std::fmt;
+use std::time::Duration;
+
+use keel_domain::{BoxFuture, Mail, MailError, Mailer};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::{MailSetupError, mailbox, message};
+
+/// How to reach the SMTP server.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// `smtp://host:port` (plain; add `?tls=required` for STARTTLS) or `smtps://host:port`
+    /// (TLS from the first byte), with `user:password@` when the server wants them.
+    pub url: SecretString,
+    /// The sender of every message, such as `Keel <no-reply@example.com>`.
+    pub from: String,
+    /// The longest any one SMTP step (connect, a command, the message) may take.
+    pub timeout: Duration,
+    /// Connections kept open to the server, at most.
+    pub pool_size: u32,
+}
+
+/// Sends mail to an SMTP server, over a pool of connections.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpMailer {
+    /// A mailer for `config`. Connects lazily: a server that is down fails the sends, never
+    /// the start-up.
+    ///
+    /// # Errors
+    /// An unusable URL or sender address.
+    pub fn new(config: &SmtpConfig) -> Result<Self, MailSetupError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.url.expose_secret())
+            // lettre's message may quote the URL, password included: say what is wrong only.
+            .map_err(|_| {
+                MailSetupError::SmtpUrl(
+                    "not an smtp:// or smtps:// URL (smtp://host:port, smtps://user:pass@host:port)"
+                        .into(),
+                )
+            })?
+            .timeout(Some(config.timeout))
+            .pool_config(PoolConfig::new().max_size(config.pool_size.max(1)))
+            .build();
+        Ok(Self {
+            transport,
+            from: mailbox(&config.from)?,
+        })
+    }
+}
+
+impl Mailer for SmtpMailer {
+    fn send(&self, mail: Mail) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async move {
+            let message = message(&self.from, &mail)?;
+            match self.transport.send(message).await {
+                Ok(_) => Ok(()),
+                Err(error) if error.is_permanent() => Err(MailError::Rejected(error.to_string())),
+                Err(error) => Err(MailError::unavailable(error)),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The transport knows the credentials.
+        f.debug_struct("SmtpMailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
