@@ -45,6 +45,7 @@ on_every_backend!(
     login_returns_tokens_the_session_and_a_cookie,
     bad_credentials_look_the_same_whether_the_email_exists_or_not,
     me_answers_the_user_and_the_current_session,
+    patch_users_me_changes_the_display_name_and_nothing_else,
     every_authenticated_route_refuses_missing_or_bad_credentials,
     sessions_lists_live_sessions_and_marks_the_current_one,
     refresh_rotates_the_refresh_token_and_spends_the_old_one,
@@ -779,6 +780,106 @@ async fn deleting_a_session_kills_it_and_only_the_owner_may(backend: Backend) {
 // Cookie authentication and CSRF
 
 const APP_ORIGIN: &str = "https://app.example";
+
+const USERS_ME: &str = "/api/v1/users/me";
+
+async fn patch_users_me_changes_the_display_name_and_nothing_else(backend: Backend) {
+    let keel = Keel::spawn(backend, |config| {
+        config.cors.allowed_origins = vec![APP_ORIGIN.to_owned()];
+    })
+    .await;
+    let ada = signup(&keel, &email("ada")).await;
+    let before = ada.body["user"].clone();
+
+    let response = bearer(&keel, Method::PATCH, USERS_ME, &ada.access)
+        .json(&json!({"displayName": "  Ada Lovelace  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body = json_of(response, StatusCode::OK, "PATCH /users/me").await;
+    let user = &body["user"];
+    assert_user(user, &email("ada"));
+    assert_eq!(user["displayName"], "Ada Lovelace", "trimmed: {user}");
+    assert_eq!(user["id"], before["id"]);
+    assert_eq!(user["createdAt"], before["createdAt"]);
+    assert!(
+        timestamp(&user["updatedAt"], "updatedAt") > timestamp(&before["updatedAt"], "before"),
+        "{user} after {before}"
+    );
+    // Every instance and every later read sees it, the session lives on.
+    let me = json_of(
+        send(bearer(&keel, Method::GET, ME, &ada.access)).await,
+        StatusCode::OK,
+        "GET /me",
+    )
+    .await;
+    assert_eq!(me["user"], *user);
+
+    // A name the policy refuses: 422 naming the field, and nothing changes.
+    for bad in [String::new(), "x".repeat(101), "Ada\u{200b}".to_owned()] {
+        let response = bearer(&keel, Method::PATCH, USERS_ME, &ada.access)
+            .json(&json!({"displayName": bad}))
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "a bad display name",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "displayName", "{problem}");
+    }
+    // A body without the field, and no credentials at all.
+    let response = bearer(&keel, Method::PATCH, USERS_ME, &ada.access)
+        .json(&json!({"display_name": "snake"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        response,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "no field",
+    )
+    .await;
+    let response = keel
+        .client
+        .patch(keel.url(USERS_ME))
+        .json(&json!({"displayName": "Eve"}))
+        .send()
+        .await
+        .unwrap();
+    expect_401(response, "no credentials").await;
+    // By cookie it needs the CSRF proof, like every unsafe request.
+    let refused = with_cookie(&keel, Method::PATCH, USERS_ME, &ada.cookie)
+        .json(&json!({"displayName": "Eve"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        refused,
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "PATCH by cookie",
+    )
+    .await;
+    let allowed = with_cookie(&keel, Method::PATCH, USERS_ME, &ada.cookie)
+        .header("origin", APP_ORIGIN)
+        .header("x-csrf-token", ada.csrf.as_deref().unwrap())
+        .json(&json!({"displayName": "Ada by cookie"}))
+        .send()
+        .await
+        .unwrap();
+    let body = json_of(allowed, StatusCode::OK, "PATCH by cookie with CSRF").await;
+    assert_eq!(body["user"]["displayName"], "Ada by cookie");
+    // Other methods are 405.
+    let response = send(bearer(&keel, Method::PUT, USERS_ME, &ada.access)).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "PATCH");
+}
 
 async fn cookie_auth_reads_freely_but_writes_need_csrf(backend: Backend) {
     let keel = Keel::spawn(backend, |config| {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use keel_domain::{
-    Clock, DisplayName, Email, Password, RepositoryError, User, UserId, UserRecord, UserRepository,
-    ValidationErrors,
+    Clock, DisplayName, Email, Password, RepositoryError, User, UserChange, UserId, UserRecord,
+    UserRepository, ValidationErrors,
 };
 
 use crate::password::{PasswordError, PasswordHasher};
@@ -33,6 +33,9 @@ pub enum AccountError {
     /// Password hashing is saturated; the client may retry shortly.
     #[error("password hashing is saturated")]
     Busy,
+    /// The account is gone (deleted since the caller's session began).
+    #[error("the account is gone")]
+    Gone,
     /// A store cannot answer.
     #[error("a store cannot answer")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -114,6 +117,31 @@ impl Accounts {
             .await?;
         tracing::info!(user_id = %user.id, "account registered");
         Ok(user)
+    }
+
+    /// Changes the display name of account `id`: the name is validated (NFC, 1 to 64
+    /// characters, no invisible characters but those that shape emoji and scripts) and the
+    /// account's `updatedAt` moves.
+    ///
+    /// # Errors
+    /// [`AccountError::Invalid`] for a name the policy refuses, [`AccountError::Gone`] when the
+    /// account no longer exists.
+    pub async fn update_profile(
+        &self,
+        id: UserId,
+        display_name: &str,
+    ) -> Result<User, AccountError> {
+        let mut errors = ValidationErrors::new();
+        let Some(name) = errors.check(DisplayName::parse(display_name)) else {
+            return Err(AccountError::Invalid(errors));
+        };
+        let updated = self
+            .users
+            .update(id, UserChange::DisplayName(name), self.clock.now())
+            .await?
+            .ok_or(AccountError::Gone)?;
+        tracing::info!(user_id = %id, "profile updated");
+        Ok(updated.user)
     }
 }
 

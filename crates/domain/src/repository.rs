@@ -3,9 +3,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use time::OffsetDateTime;
+
+use crate::display_name::DisplayName;
 use crate::email::Email;
 use crate::ids::UserId;
-use crate::user::UserRecord;
+use crate::user::{UserRecord, truncate_to_micros};
 
 /// A boxed, sendable future: what port methods return, so the traits stay object-safe (usable
 /// as `Arc<dyn Trait>`) without an async-trait macro.
@@ -31,6 +34,26 @@ impl RepositoryError {
     /// An [`RepositoryError::Unavailable`] caused by `source`.
     pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Unavailable(source.into())
+    }
+}
+
+/// A change of an account that leaves its id and e-mail address alone (so no store has to
+/// touch its e-mail index). More kinds come with the account lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UserChange {
+    /// A new display name.
+    DisplayName(DisplayName),
+}
+
+impl UserChange {
+    /// Applies the change to `record`, which then last changed at `now` (to the microsecond,
+    /// as stores keep times). Every store applies changes with this, so they agree.
+    pub fn apply(&self, record: &mut UserRecord, now: OffsetDateTime) {
+        match self {
+            Self::DisplayName(name) => record.user.display_name = name.clone(),
+        }
+        record.user.updated_at = truncate_to_micros(now);
     }
 }
 
@@ -60,6 +83,16 @@ pub trait UserRepository: Send + Sync + 'static {
         expected: String,
         new_hash: String,
     ) -> BoxFuture<'_, Result<bool, RepositoryError>>;
+
+    /// Applies `change` to account `id` at `now`, atomically (a concurrent change is never
+    /// lost), and returns the account as stored afterwards; `None` when there is no such
+    /// account.
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>>;
 }
 
 #[cfg(test)]
@@ -94,6 +127,17 @@ mod tests {
             _expected: String,
             _new_hash: String,
         ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+            Box::pin(std::future::ready(Err(RepositoryError::unavailable(
+                "down",
+            ))))
+        }
+
+        fn update(
+            &self,
+            _id: UserId,
+            _change: UserChange,
+            _now: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
             Box::pin(std::future::ready(Err(RepositoryError::unavailable(
                 "down",
             ))))

@@ -171,6 +171,11 @@ impl HttpApp {
                     .route(web::delete().to(routes::auth::revoke_session))
                     .default_service(web::to(|| async { method_not_allowed("DELETE") })),
             )
+            .service(
+                web::resource("/users/me")
+                    .route(web::patch().to(routes::auth::update_profile))
+                    .default_service(web::to(|| async { method_not_allowed("PATCH") })),
+            )
             .default_service(web::to(not_found))
             .wrap(session_cookies());
         let app = match &inner.realtime {

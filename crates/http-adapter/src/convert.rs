@@ -35,6 +35,11 @@ impl From<AccountError> for ApiError {
                 "An account with this email exists already.",
             ),
             AccountError::Busy => busy(),
+            AccountError::Gone => unauthorized(
+                "unauthorized",
+                "The session has ended; log in again.",
+                INVALID_TOKEN_CHALLENGE,
+            ),
             AccountError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
         }
     }

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use keel_domain::{BoxFuture, Email, RepositoryError, UserId, UserRecord, UserRepository};
+use keel_domain::{
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+};
+use time::OffsetDateTime;
 
 /// A [`UserRepository`] that answers `find_by_id` from a copy in this process's memory for a
 /// few seconds, so that reading the signed-in user (`GET /me`, a refresh) does not cost a
@@ -138,6 +141,21 @@ impl UserRepository for LocalUserCache {
                 self.invalidate(id);
             }
             Ok(replaced)
+        })
+    }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move {
+            let updated = self.store.update(id, change, now).await?;
+            if updated.is_some() {
+                self.invalidate(id);
+            }
+            Ok(updated)
         })
     }
 }

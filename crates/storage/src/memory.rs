@@ -5,7 +5,10 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
-use keel_domain::{BoxFuture, Email, RepositoryError, UserId, UserRecord, UserRepository};
+use keel_domain::{
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+};
+use time::OffsetDateTime;
 
 /// A [`UserRepository`] kept in process memory: nothing survives a restart, and every instance
 /// of the server has its own. Meant for development, single-instance deployments and tests.
@@ -64,6 +67,18 @@ impl InMemoryUserRepository {
         self.maps().by_id.get(&id).cloned()
     }
 
+    fn update_now(
+        &self,
+        id: UserId,
+        change: &UserChange,
+        now: OffsetDateTime,
+    ) -> Option<UserRecord> {
+        let mut maps = self.maps();
+        let record = maps.by_id.get_mut(&id)?;
+        change.apply(record, now);
+        Some(record.clone())
+    }
+
     fn replace_password_hash_now(&self, id: UserId, expected: &str, new_hash: String) -> bool {
         match self.maps().by_id.get_mut(&id) {
             Some(record) if record.password_hash == expected => {
@@ -102,6 +117,15 @@ impl UserRepository for InMemoryUserRepository {
         Box::pin(std::future::ready(Ok(
             self.replace_password_hash_now(id, &expected, new_hash)
         )))
+    }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(std::future::ready(Ok(self.update_now(id, &change, now))))
     }
 }
 

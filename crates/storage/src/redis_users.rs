@@ -7,7 +7,8 @@ use std::fmt;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{AsyncCommands, Script};
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
+    UserRepository,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -309,6 +310,46 @@ impl RedisUserRepository {
     }
 }
 
+impl RedisUserRepository {
+    /// Read, change, then write only if the value is still the one read; a concurrent writer
+    /// makes it read again. Two changes of one account rarely meet, so a few rounds suffice.
+    async fn update_now(
+        &self,
+        id: UserId,
+        change: &UserChange,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        const ROUNDS: usize = 8;
+        let key = self.user_key(id);
+        let mut conn = self.connection().await?;
+        for _ in 0..ROUNDS {
+            let raw: Option<String> = conn.get(&key).await.map_err(RepositoryError::unavailable)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut record = decode(&raw)?;
+            if record.user.id != id {
+                return Err(RepositoryError::unavailable(format!(
+                    "the account stored under id {id} has id {}",
+                    record.user.id
+                )));
+            }
+            change.apply(&mut record, now);
+            let written: i64 = Script::new(REPLACE)
+                .key(&key)
+                .arg(raw)
+                .arg(encode(&record)?)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(RepositoryError::unavailable)?;
+            if written == 1 {
+                return Ok(Some(record));
+            }
+        }
+        Err(RepositoryError::unavailable(format!(
+            "account {id} kept changing under {ROUNDS} attempts to update it"
+        )))
+    }
+}
+
 impl UserRepository for RedisUserRepository {
     fn insert(&self, record: UserRecord) -> BoxFuture<'_, Result<(), RepositoryError>> {
         Box::pin(self.insert_now(record))
@@ -336,6 +377,15 @@ impl UserRepository for RedisUserRepository {
             self.replace_password_hash_now(id, &expected, new_hash)
                 .await
         })
+    }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move { self.update_now(id, &change, now).await })
     }
 }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Script};
-use keel_domain::{BoxFuture, Email, RepositoryError, UserId, UserRecord, UserRepository};
+use keel_domain::{
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+};
+use time::OffsetDateTime;
 
 use crate::redis_users::{decode, encode};
 
@@ -181,6 +184,23 @@ impl UserRepository for CachedUserRepository {
                 }
             }
             Ok(replaced)
+        })
+    }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move {
+            let updated = self.store.update(id, change, now).await?;
+            if updated.is_some()
+                && let Err(error) = self.invalidate(id).await
+            {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            Ok(updated)
         })
     }
 }

@@ -68,6 +68,15 @@ impl UserRepository for Users {
     ) -> BoxFuture<'_, Result<bool, RepositoryError>> {
         self.inner.replace_password_hash(id, expected, new_hash)
     }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: keel_domain::UserChange,
+        now: time::OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        self.inner.update(id, change, now)
+    }
 }
 
 struct Fixture {

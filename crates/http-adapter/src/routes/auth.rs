@@ -39,6 +39,12 @@ pub(crate) struct RefreshBody {
     refresh_token: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProfileBody {
+    display_name: String,
+}
+
 #[derive(Serialize)]
 struct UserBody<'a> {
     user: &'a User,
@@ -254,6 +260,18 @@ pub(crate) async fn me(auth: web::Data<Auth>, caller: Caller) -> Result<HttpResp
         user: &user,
         session,
     }))
+}
+
+/// PATCH /users/me: 200 with the user, its display name changed.
+pub(crate) async fn update_profile(
+    accounts: web::Data<Accounts>,
+    caller: Caller,
+    body: web::Json<ProfileBody>,
+) -> Result<HttpResponse, ApiError> {
+    let user = accounts
+        .update_profile(caller.0.user_id, &body.display_name)
+        .await?;
+    Ok(no_store(HttpResponse::Ok()).json(UserBody { user: &user }))
 }
 
 /// GET /sessions: the caller's user's live sessions.

@@ -4,7 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
+    UserRepository,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Row as _, postgres::PgDatabaseError};
@@ -166,6 +167,43 @@ impl UserRepository for PgUserRepository {
             .await
             .map_err(unavailable)?;
             Ok(done.rows_affected() == 1)
+        }))
+    }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            // The row lock makes a concurrent change wait, then read what this one wrote.
+            let row = sqlx::query(select_users!("WHERE id = $1 FOR UPDATE"))
+                .bind(*id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let Some(mut record) = row.as_ref().map(decode).transpose()? else {
+                return Ok(None);
+            };
+            change.apply(&mut record, now);
+            let user = &record.user;
+            sqlx::query(
+                "UPDATE users SET display_name = $2, email_verified_at = $3, roles = $4, \
+                 disabled_at = $5, updated_at = $6 WHERE id = $1",
+            )
+            .bind(*id.as_uuid())
+            .bind(user.display_name.as_str())
+            .bind(user.email_verified_at)
+            .bind(&user.roles)
+            .bind(record.disabled_at)
+            .bind(user.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(Some(record))
         }))
     }
 }

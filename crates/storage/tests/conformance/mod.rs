@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserId, UserRecord, UserRepository,
-    truncate_to_micros,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
+    UserRepository, truncate_to_micros,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -116,6 +116,20 @@ impl UserRepository for Changing {
         };
         Box::pin(async move { Ok(replaced) })
     }
+
+    fn update(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        let mut records = self.records.lock().unwrap();
+        let updated = records.get_mut(&id).map(|record| {
+            change.apply(record, now);
+            record.clone()
+        });
+        Box::pin(async move { Ok(updated) })
+    }
 }
 
 /// The race every cache in front of a store must win: a reader misses, reads the old account
@@ -181,6 +195,7 @@ macro_rules! user_repository_suite {
             of_concurrent_registrations_of_one_address_in_many_spellings_exactly_one_wins,
             records_round_trip_exactly,
             a_password_hash_is_replaced_only_while_it_is_the_expected_one,
+            a_change_is_applied_once_seen_everywhere_and_concurrent_changes_all_land,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -282,6 +297,81 @@ where
         .await
         .unwrap();
     assert!(!unknown);
+}
+
+pub async fn a_change_is_applied_once_seen_everywhere_and_concurrent_changes_all_land<F, Fut>(
+    make: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(ada.clone())
+    );
+
+    let later = ada.user.created_at + time::Duration::seconds(5);
+    let name = keel_domain::DisplayName::parse("Ada Lovelace").unwrap();
+    let updated = h
+        .repo
+        .update(ada.user.id, UserChange::DisplayName(name.clone()), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.user.display_name, name);
+    assert_eq!(updated.user.updated_at, later);
+    assert_eq!(updated.user.created_at, ada.user.created_at);
+    assert_eq!(updated.password_hash, ada.password_hash);
+    // Seen at once by id (through any cache) and by e-mail.
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        h.repo.find_by_email(&ada.user.email).await.unwrap(),
+        Some(updated)
+    );
+    // An unknown account is no account.
+    let none = h
+        .repo
+        .update(UserId::generate(), UserChange::DisplayName(name), later)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+
+    // Concurrent changes of one account: each lands whole, and the last one read is one of
+    // them (none is half-applied, none fails).
+    let names: Vec<String> = (0..8).map(|i| format!("Name {i}")).collect();
+    let results = futures_join(names.iter().map(|n| {
+        let repo = Arc::clone(&h.repo);
+        let id = ada.user.id;
+        let change = UserChange::DisplayName(keel_domain::DisplayName::parse(n).unwrap());
+        async move { repo.update(id, change, later).await }
+    }))
+    .await;
+    for result in results {
+        assert!(result.unwrap().is_some());
+    }
+    let last = h.repo.find_by_id(ada.user.id).await.unwrap().unwrap();
+    assert!(
+        names.contains(&last.user.display_name.as_str().to_owned()),
+        "{last:?}"
+    );
+}
+
+/// Runs the futures concurrently, each on a task of its own, and returns their outputs.
+async fn futures_join<T: Send + 'static>(
+    futures: impl Iterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
 }
 
 pub async fn unknown_users_are_not_found<F, Fut>(make: F)
