@@ -540,8 +540,9 @@ async fn refresh_rotates_the_refresh_token_and_spends_the_old_one(backend: Backe
 async fn racing_refreshes_inside_the_grace_share_one_successor_and_a_replay_after_it_is_reuse(
     backend: Backend,
 ) {
-    // Short, so that the test can also wait for the window to close.
-    const GRACE: Duration = Duration::from_secs(2);
+    // Short, so that the test can also wait for the window to close; long enough for twenty
+    // requests on a loaded machine.
+    const GRACE: Duration = Duration::from_secs(5);
     let keel = Keel::spawn(backend, |config| config.session.refresh_grace = GRACE).await;
     let first = signup(&keel, &email("ada")).await;
 
@@ -1518,6 +1519,34 @@ async fn guesses_lock_unknown_devices_out_of_an_account_but_not_the_owners_devic
         300,
     )
     .await;
+
+    // Parallel guesses cannot all pass one check: every attempt is counted when admitted.
+    register(&keel, "cy@example.com").await;
+    let guesses = futures_util::future::join_all((0..12).map(|i| {
+        keel.client
+            .post(keel.url(LOGIN))
+            .header("x-forwarded-for", format!("198.51.100.{}", 100 + i))
+            .json(&json!({"email": "cy@example.com", "password": "guess"}))
+            .send()
+    }))
+    .await;
+    let statuses: Vec<StatusCode> = guesses.into_iter().map(|r| r.unwrap().status()).collect();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        refused, 3,
+        "only the budget's worth were tried: {statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        9,
+        "{statuses:?}"
+    );
 
     // The owner's device gets in, from anywhere, with the header as with the cookie.
     let response = attempt("203.0.113.9", PASSWORD, Some(value)).await.unwrap();

@@ -230,11 +230,11 @@ impl PasswordHasher {
             .await
     }
 
-    /// Whether a stored hash was made otherwise than new hashes are (another algorithm,
-    /// version or parameters): after a successful login, the caller replaces it with a hash of
-    /// the same password at today's parameters, so raising them in the configuration upgrades
-    /// every account that logs in. A hash that cannot be read needs no rehash here (it never
-    /// verifies).
+    /// Whether a stored hash is weaker than new hashes are (another algorithm or version, or
+    /// a lower memory, time or lane parameter): after a successful login, the caller replaces
+    /// it with a hash of the same password at today's parameters, so raising them in the
+    /// configuration upgrades every account that logs in. Lowering them downgrades nothing.
+    /// A hash that cannot be read needs no rehash here (it never verifies).
     pub fn needs_rehash(&self, phc: &str) -> bool {
         let Ok(hash) = PasswordHash::new(phc) else {
             return false;
@@ -245,9 +245,9 @@ impl PasswordHasher {
         let ours = &self.inner.params;
         Algorithm::try_from(hash.algorithm) != Ok(ALGORITHM)
             || hash.version != Some(VERSION.into())
-            || params.m_cost() != ours.m_cost()
-            || params.t_cost() != ours.t_cost()
-            || params.p_cost() != ours.p_cost()
+            || params.m_cost() < ours.m_cost()
+            || params.t_cost() < ours.t_cost()
+            || params.p_cost() < ours.p_cost()
     }
 
     /// Checks `password` against a stored PHC string. `Ok(false)` means a wrong password; an
@@ -572,6 +572,8 @@ mod tests {
         assert!(new.contains("m=19456,t=2,p=1"), "{new}");
         assert!(!raised.needs_rehash(&new));
         assert!(raised.verify("correct horse battery", &new).await.unwrap());
+        // Lowering the parameters again downgrades nothing.
+        assert!(!cheap.needs_rehash(&new));
         // Unreadable strings are not rehashed (they never verify).
         assert!(!raised.needs_rehash("not a hash"));
     }

@@ -225,16 +225,18 @@ pub trait RateLimiter: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<Decision, RateLimitError>>;
 
-    /// Says whether one request by `key` would be allowed at `now`, without counting it.
+    /// Gives back one request that [`check`](Self::check) counted for `key` under `quota`, as
+    /// if it had not been made (never more budget than a full one).
     ///
-    /// For budgets that only failures spend (failed logins): the caller peeks before the
-    /// attempt and [`check`](Self::check)s after a failure, so successes cost nothing.
-    fn peek<'a>(
+    /// For budgets that only failures should spend (failed logins): every attempt is counted
+    /// when it is admitted, so that parallel attempts cannot all pass one check, and a
+    /// success is refunded once it is known.
+    fn refund<'a>(
         &'a self,
         quota: &'a Quota,
         key: &'a str,
         now: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Decision, RateLimitError>>;
+    ) -> BoxFuture<'a, Result<(), RateLimitError>>;
 }
 
 #[cfg(test)]
@@ -388,13 +390,15 @@ mod tests {
             ))))
         }
 
-        fn peek<'a>(
+        fn refund<'a>(
             &'a self,
-            quota: &'a Quota,
-            key: &'a str,
-            now: OffsetDateTime,
-        ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
-            self.check(quota, key, now)
+            _quota: &'a Quota,
+            _key: &'a str,
+            _now: OffsetDateTime,
+        ) -> BoxFuture<'a, Result<(), RateLimitError>> {
+            Box::pin(std::future::ready(Err(RateLimitError::unavailable(
+                "connection refused",
+            ))))
         }
     }
 

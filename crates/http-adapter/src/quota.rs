@@ -40,8 +40,9 @@ pub struct QuotaConfig {
     pub login_ip: QuotaSpec,
     /// Failed logins per account from devices that have not logged in to it before, whatever
     /// the IP: past it, the account is locked against unknown devices (429) while its known
-    /// devices keep their own allowance (`login_device`). Only failures spend it, so guesses
-    /// from elsewhere never lock the owner's device out.
+    /// devices keep their own allowance (`login_device`). Attempts are counted on arrival and
+    /// successes given back, so only failures spend it, and guesses from elsewhere never lock
+    /// the owner's device out.
     pub login_email: QuotaSpec,
     /// Failed logins per account from one device that has logged in to it before (its device
     /// cookie, or `x-keel-device`).
@@ -146,7 +147,6 @@ impl Quotas {
                 &self.socket_connect_ip,
                 client_ip,
                 OffsetDateTime::now_utc(),
-                true,
             )
             .await
             .map_err(|_| 1_u64)?;
@@ -158,96 +158,87 @@ impl Quotas {
     }
 
     /// One decision from the shared limiter, or from the in-process one while the shared one
-    /// cannot answer; `consume: false` only asks.
+    /// cannot answer.
     async fn decide(
         &self,
         quota: &Quota,
         key: &str,
         now: OffsetDateTime,
-        consume: bool,
     ) -> Result<Decision, keel_domain::RateLimitError> {
-        let shared = if consume {
-            self.limiter.check(quota, key, now).await
-        } else {
-            self.limiter.peek(quota, key, now).await
-        };
-        match shared {
+        match self.limiter.check(quota, key, now).await {
             Ok(decision) => Ok(decision),
             Err(error) => {
                 tracing::warn!(quota = quota.name(), error = %error, "shared rate limiter unavailable; limiting in-process");
-                if consume {
-                    self.fallback.check(quota, key, now).await
-                } else {
-                    self.fallback.peek(quota, key, now).await
-                }
+                self.fallback.check(quota, key, now).await
             }
         }
     }
 
-    /// Admits one login attempt for `account` (the normalised address) from `ip`, by `device`
-    /// when the client presented a known device of that account. Counts the attempt against
-    /// the IP's quota; asks, without counting, whether the account's failure budget for this
-    /// kind of device is left. The returned budget is spent by [`login_failed`]; a success
-    /// spends nothing.
+    /// Admits one login attempt for `account` (the canonical address) from `ip`, by `device`
+    /// when the client presented a known device of that account. The attempt is counted at
+    /// once against the IP's quota and against the account's failure budget for this kind of
+    /// device (`login-email` for unknown devices, `login-device` for a known one), so that
+    /// parallel guesses cannot all pass one check; [`login_succeeded`] gives the failure
+    /// budget back, so only failures spend it.
     ///
-    /// [`login_failed`]: Self::login_failed
+    /// [`login_succeeded`]: Self::login_succeeded
     pub(crate) async fn admit_login(
         &self,
         ip: &str,
         account: &str,
         device: Option<&str>,
     ) -> Result<LoginBudget, ApiError> {
-        let failures_key = match device {
-            Some(device) => format!("{device}:{account}"),
-            None => account.to_owned(),
-        };
-        let failures = if device.is_some() {
-            &self.login_device
-        } else {
-            &self.login_email
+        let (failures, key) = match device {
+            Some(device) => (&self.login_device, format!("{device}:{account}")),
+            None => (&self.login_email, account.to_owned()),
         };
         let headers = self
-            .check_all(&[(&self.login_ip, ip, true), (failures, &failures_key, false)])
+            .check(&[(&self.login_ip, ip), (failures, &key)])
             .await?;
         Ok(LoginBudget {
             headers,
             failures: *failures,
-            key: failures_key,
+            key,
         })
     }
 
-    /// Spends one failure of `budget`.
-    pub(crate) async fn login_failed(&self, budget: &LoginBudget) {
+    /// Gives back the failure budget that [`admit_login`](Self::admit_login) counted: the
+    /// login succeeded.
+    pub(crate) async fn login_succeeded(&self, budget: &LoginBudget) {
         if !self.enabled {
             return;
         }
         let now = OffsetDateTime::now_utc();
-        if let Err(error) = self.decide(&budget.failures, &budget.key, now, true).await {
-            tracing::warn!(quota = budget.failures.name(), error = %error, "a failed login was not counted");
+        let refunded = match self
+            .limiter
+            .refund(&budget.failures, &budget.key, now)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Counted in-process while the shared limiter was down, so refunded there too.
+            Err(_) => {
+                self.fallback
+                    .refund(&budget.failures, &budget.key, now)
+                    .await
+            }
+        };
+        if let Err(error) = refunded {
+            tracing::warn!(quota = budget.failures.name(), error = %error, "a successful login was not refunded");
         }
     }
 
     /// Checks every `(quota, key)` pair; all must allow. The outcome carries the headers to put
     /// on the response either way.
     pub(crate) async fn check(&self, checks: &[(&Quota, &str)]) -> Result<QuotaHeaders, ApiError> {
-        let counted: Vec<(&Quota, &str, bool)> = checks
-            .iter()
-            .map(|(quota, key)| (*quota, *key, true))
-            .collect();
-        self.check_all(&counted).await
-    }
-
-    /// As [`check`](Self::check), each pair counted or only asked (`false`).
-    async fn check_all(&self, checks: &[(&Quota, &str, bool)]) -> Result<QuotaHeaders, ApiError> {
         if !self.enabled {
             return Ok(QuotaHeaders::default());
         }
         let now = OffsetDateTime::now_utc();
         let mut headers = QuotaHeaders::default();
         let mut denied: Option<u64> = None;
-        for (quota, key, consume) in checks {
+        for (quota, key) in checks {
             let decision = self
-                .decide(quota, key, now, *consume)
+                .decide(quota, key, now)
                 .await
                 .map_err(ApiError::internal)?;
             headers.push(quota, &decision);
@@ -275,7 +266,7 @@ impl Quotas {
 }
 
 /// What [`Quotas::admit_login`] admitted: the headers for the answer, and the failure budget
-/// that a failed attempt spends.
+/// that a success gives back.
 #[derive(Debug)]
 pub(crate) struct LoginBudget {
     pub(crate) headers: QuotaHeaders,

@@ -112,6 +112,17 @@ async fn bad_addresses_and_urls_are_refused_without_leaking_the_password() {
     .unwrap_err();
     assert_eq!(error.key(), "mail.smtp_url");
     assert!(!error.to_string().contains("hunter2"), "{error}");
+    // A usable URL with credentials whose server is gone: the error names no password.
+    let mut gone = SmtpSink::start();
+    let url = gone.url().replace("smtp://", "smtp://user:hunter2@");
+    gone.stop();
+    let error = smtp(url)
+        .send(verify_mail("ada@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, MailError::Unavailable(_)), "{error:?}");
+    let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
+    assert!(!shown.contains("hunter2"), "{shown}");
     let error = SmtpMailer::new(&SmtpConfig {
         url: SecretString::from(sink.url()),
         from: "not a mailbox".into(),

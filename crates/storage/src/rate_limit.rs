@@ -120,7 +120,31 @@ impl Shard {
         self.by_tat.len()
     }
 
-    fn decide(&mut self, quota: &Quota, key: &str, now: OffsetDateTime, consume: bool) -> Decision {
+    /// Moves the bucket's TAT back by one interval, never before `now`.
+    fn refund(&mut self, quota: &Quota, key: &str, now: OffsetDateTime) {
+        let gcra = Gcra::new(quota);
+        let now = gcra.units(now.unix_timestamp_nanos());
+        let Some(old) = self
+            .buckets
+            .get(quota.name())
+            .and_then(|keys| keys.get(key))
+            .copied()
+        else {
+            return;
+        };
+        // A bucket counted under another limit is left alone: a refund is a courtesy, and
+        // converting it would need the same care as `decide`.
+        if old.scale != gcra.scale {
+            return;
+        }
+        let refunded = Bucket {
+            tat: (old.tat - gcra.interval).max(now),
+            ..old
+        };
+        self.update(quota.name(), key, old, refunded);
+    }
+
+    fn decide(&mut self, quota: &Quota, key: &str, now: OffsetDateTime) -> Decision {
         let gcra = Gcra::new(quota);
         let now = gcra.units(now.unix_timestamp_nanos());
         let stored = self
@@ -166,7 +190,6 @@ impl Shard {
             id: stored.map_or(self.next_id, |bucket| bucket.id),
         };
         match stored {
-            _ if !consume => {}
             Some(old) => self.update(quota.name(), key, old, bucket),
             None => self.insert(quota.name(), key, bucket),
         }
@@ -290,22 +313,22 @@ impl InMemoryRateLimiter {
             .sum()
     }
 
-    fn decide(&self, quota: &Quota, key: &str, now: OffsetDateTime) -> Decision {
-        self.decide_or_peek(quota, key, now, true)
-    }
-
-    fn decide_or_peek(
-        &self,
-        quota: &Quota,
-        key: &str,
-        now: OffsetDateTime,
-        consume: bool,
-    ) -> Decision {
+    fn shard(&self, quota: &Quota, key: &str) -> Option<&Mutex<Shard>> {
         let hash = self.hasher.hash_one((quota.name(), key));
         let count = self.shards.len().max(1);
         let index = usize::try_from(hash % count as u64).unwrap_or(0);
-        match self.shards.get(index) {
-            Some(shard) => lock(shard).decide(quota, key, now, consume),
+        self.shards.get(index)
+    }
+
+    fn refund_now(&self, quota: &Quota, key: &str, now: OffsetDateTime) {
+        if let Some(shard) = self.shard(quota, key) {
+            lock(shard).refund(quota, key, now);
+        }
+    }
+
+    fn decide(&self, quota: &Quota, key: &str, now: OffsetDateTime) -> Decision {
+        match self.shard(quota, key) {
+            Some(shard) => lock(shard).decide(quota, key, now),
             // Unreachable: the index is reduced modulo the shard count. Should that ever
             // change, denying is the answer that cannot let a flood through.
             None => Decision {
@@ -345,15 +368,14 @@ impl RateLimiter for InMemoryRateLimiter {
         Box::pin(std::future::ready(Ok(self.decide(quota, key, now))))
     }
 
-    fn peek<'a>(
+    fn refund<'a>(
         &'a self,
         quota: &'a Quota,
         key: &'a str,
         now: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
-        Box::pin(std::future::ready(Ok(
-            self.decide_or_peek(quota, key, now, false)
-        )))
+    ) -> BoxFuture<'a, Result<(), RateLimitError>> {
+        self.refund_now(quota, key, now);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -391,23 +413,24 @@ mod tests {
     }
 
     #[test]
-    fn peeking_counts_nothing_and_sees_what_checks_spent() {
+    fn a_refund_gives_back_one_request_and_never_more_than_a_full_budget() {
         let limiter = InMemoryRateLimiter::new();
         let q = quota("login-failures", 2, 60);
-        for _ in 0..10 {
-            assert!(limiter.decide_or_peek(&q, "ada", T0, false).allowed);
+        assert!(limiter.decide(&q, "ada", T0).allowed);
+        assert!(limiter.decide(&q, "ada", T0).allowed);
+        assert!(!limiter.decide(&q, "ada", T0).allowed);
+        limiter.refund_now(&q, "ada", T0);
+        let again = limiter.decide(&q, "ada", T0);
+        assert!(again.allowed, "the refunded request is back");
+        assert!(!limiter.decide(&q, "ada", T0).allowed);
+        // Refunds beyond what was spent do not raise the budget above its limit.
+        for _ in 0..5 {
+            limiter.refund_now(&q, "ada", T0);
         }
-        assert_eq!(limiter.len(), 0, "a peek stores nothing");
-        assert!(limiter.decide(&q, "ada", T0).allowed);
-        assert!(limiter.decide(&q, "ada", T0).allowed);
-        let peeked = limiter.decide_or_peek(&q, "ada", T0, false);
-        assert!(!peeked.allowed);
-        assert_eq!(peeked.retry_after, Some(secs(30)));
-        assert!(
-            limiter
-                .decide_or_peek(&q, "ada", at(secs(30)), false)
-                .allowed
-        );
+        assert_eq!(limiter.decide(&q, "ada", T0).remaining, 1);
+        // Unknown keys are nothing to refund.
+        limiter.refund_now(&q, "bob", T0);
+        assert_eq!(limiter.decide(&q, "bob", T0).remaining, 1);
     }
 
     #[test]

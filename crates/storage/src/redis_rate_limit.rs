@@ -60,6 +60,7 @@ pub struct RedisRateLimiter {
     pool: Pool,
     prefix: String,
     script: Script,
+    refund: Script,
 }
 
 impl RedisRateLimiter {
@@ -74,6 +75,7 @@ impl RedisRateLimiter {
             pool,
             prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
             script: Script::new(GCRA),
+            refund: Script::new(REFUND),
         }
     }
 
@@ -107,12 +109,7 @@ impl RedisRateLimiter {
         )
     }
 
-    async fn decide(
-        &self,
-        quota: &Quota,
-        key: &str,
-        consume: bool,
-    ) -> Result<Decision, RateLimitError> {
+    async fn decide(&self, quota: &Quota, key: &str) -> Result<Decision, RateLimitError> {
         let gcra = Gcra::new(quota);
         // Plain u64s for Redis: the window is at most 3.2e13 µs and the limit a u32.
         let window_us = u64::try_from(gcra.window_us).unwrap_or(u64::MAX);
@@ -125,11 +122,27 @@ impl RedisRateLimiter {
             .arg(limit)
             .arg(window_us / limit)
             .arg(window_us % limit)
-            .arg(u8::from(consume))
             .invoke_async(&mut conn)
             .await
             .map_err(RateLimitError::unavailable)?;
         gcra.decision(reply)
+    }
+
+    async fn refund_now(&self, quota: &Quota, key: &str) -> Result<(), RateLimitError> {
+        let gcra = Gcra::new(quota);
+        let window_us = u64::try_from(gcra.window_us).unwrap_or(u64::MAX);
+        let limit = u64::from(quota.limit().max(1));
+        let mut conn = self.pool.get().await.map_err(RateLimitError::unavailable)?;
+        let _: i64 = self
+            .refund
+            .key(self.redis_key(quota, key))
+            .arg(limit)
+            .arg(window_us / limit)
+            .arg(window_us % limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(RateLimitError::unavailable)?;
+        Ok(())
     }
 }
 
@@ -229,17 +242,17 @@ impl RateLimiter for RedisRateLimiter {
         key: &'a str,
         _now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
-        Box::pin(self.decide(quota, key, true))
+        Box::pin(self.decide(quota, key))
     }
 
-    /// Decides on the Redis server's clock, as [`check`](Self::check) does.
-    fn peek<'a>(
+    /// On the Redis server's clock, as [`check`](Self::check).
+    fn refund<'a>(
         &'a self,
         quota: &'a Quota,
         key: &'a str,
         _now: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Decision, RateLimitError>> {
-        Box::pin(self.decide(quota, key, false))
+    ) -> BoxFuture<'a, Result<(), RateLimitError>> {
+        Box::pin(self.refund_now(quota, key))
     }
 }
 
@@ -252,9 +265,8 @@ impl fmt::Debug for RedisRateLimiter {
     }
 }
 
-/// GCRA on one key. KEYS[1]: the bucket. ARGV: window in µs, limit, the emission interval
-/// `window / limit` µs as quotient and remainder, and 1 to count the request (0 to only ask
-/// whether it would be allowed).
+/// GCRA on one key. KEYS[1]: the bucket. ARGV: window in µs, limit, and the emission interval
+/// `window / limit` µs as quotient and remainder.
 ///
 /// Lua numbers are doubles, exact only up to 2^53, so times are never scaled by the limit here
 /// (that could reach 1e25). A TAT is kept as whole µs (about 1.7e15 today) plus a remainder in
@@ -276,7 +288,6 @@ local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local q = tonumber(ARGV[3])
 local r = tonumber(ARGV[4])
-local consume = ARGV[5] == '1'
 
 local us, rem, stored = now, 0, false
 local raw = redis.call('GET', KEYS[1])
@@ -321,13 +332,41 @@ local function store(tus, trem)
 end
 
 if nus - now < window or (nus - now == window and nrem == 0) then
-  if consume then store(nus, nrem) end
+  store(nus, nrem)
   return {1, now, nus, nrem}
 end
 -- Denied: nothing is consumed. A capped TAT is still written, or the cap would be applied
 -- afresh on every call and the client stay locked out until the clock caught up.
 if capped then store(us, rem) end
 return {0, now, us, rem}
+"#;
+
+/// Gives one request back. KEYS[1]: the bucket. ARGV: limit, and the emission interval as
+/// quotient and remainder (as for [`GCRA`]). The TAT moves back one interval with a borrow,
+/// exactly; a TAT that would fall before now means a full bucket, so the key goes. A bucket
+/// counted under another limit, or a value this script cannot read, is left alone.
+const REFUND: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local q = tonumber(ARGV[2])
+local r = tonumber(ARGV[3])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local a, b, s = string.match(raw, '^(%d+) (%d+) (%d+)$')
+if not a or tonumber(s) ~= limit then return 0 end
+local us, rem = tonumber(a) - q, tonumber(b) - r
+if rem < 0 then us, rem = us - 1, rem + limit end
+if us < now then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+local d = us - now
+if rem > 0 then d = d + 1 end
+local ttl = string.format('%.0f', math.max(1, math.floor((d + 999) / 1000)))
+redis.call('SET', KEYS[1], string.format('%.0f %.0f %.0f', us, rem, limit), 'PX', ttl)
+return 1
 "#;
 
 #[cfg(test)]

@@ -101,27 +101,30 @@ async fn a_burst_of_exactly_limit_is_allowed_then_denied_with_retry_after() {
 }
 
 #[tokio::test]
-async fn peeking_counts_nothing_and_sees_what_checks_spent() {
+async fn a_refund_gives_back_one_request_and_never_more_than_a_full_budget() {
     let server = RedisServer::start();
     let pool = pool_for(&server, Duration::from_secs(2));
     let limiter = RedisRateLimiter::new(pool.clone());
-    let q = quota("login-failures", 2, 60);
-    for _ in 0..10 {
-        assert!(limiter.peek(&q, "ada", now()).await.unwrap().allowed);
+    let q = quota("login-failures", 3, 60);
+    for _ in 0..3 {
+        assert!(check(&limiter, &q, "ada").await.allowed);
     }
-    assert!(keys(&pool).await.is_empty(), "a peek stores nothing");
-    assert!(check(&limiter, &q, "ada").await.allowed);
-    assert!(check(&limiter, &q, "ada").await.allowed);
-    let peeked = limiter.peek(&q, "ada", now()).await.unwrap();
-    assert!(!peeked.allowed);
-    let retry = peeked.retry_after.unwrap();
-    assert!(
-        close(retry, Duration::from_secs(30), Duration::from_secs(1)),
-        "{retry:?}"
-    );
-    // Peeking at a denied key leaves it as it was.
-    assert!(!limiter.peek(&q, "ada", now()).await.unwrap().allowed);
     assert!(!check(&limiter, &q, "ada").await.allowed);
+    limiter.refund(&q, "ada", now()).await.unwrap();
+    assert!(
+        check(&limiter, &q, "ada").await.allowed,
+        "the refunded request is back"
+    );
+    assert!(!check(&limiter, &q, "ada").await.allowed);
+    // Refunding everything and more leaves a full bucket: the key is gone.
+    for _ in 0..6 {
+        limiter.refund(&q, "ada", now()).await.unwrap();
+    }
+    assert!(keys(&pool).await.is_empty(), "{:?}", keys(&pool).await);
+    assert_eq!(check(&limiter, &q, "ada").await.remaining, 2);
+    // Unknown keys are nothing to refund.
+    limiter.refund(&q, "bob", now()).await.unwrap();
+    assert!(!keys(&pool).await.iter().any(|k| k.ends_with(":bob")));
 }
 
 #[tokio::test]

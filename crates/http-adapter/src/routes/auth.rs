@@ -2,8 +2,8 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keel_auth::{Accounts, Auth, AuthError, ClientInfo, Registration, SignedIn};
-use keel_domain::{SessionId, User};
+use keel_auth::{Accounts, Auth, ClientInfo, Registration, SignedIn};
+use keel_domain::{Email, SessionId, User};
 use keel_session::Session;
 use keel_session::actix::{clear_session_cookie, write_session_cookie};
 use secrecy::ExposeSecret;
@@ -163,10 +163,14 @@ pub(crate) async fn login(
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginBody { email, password } = body.into_inner();
-    // Keyed on the address as matched (trimmed, lowercased), so case games share one budget.
-    let email_key: String = email
-        .trim()
-        .to_lowercase()
+    // Keyed on the address as accounts are matched (NFC, lowercased), so spellings of one
+    // address share one budget and one device binding; input that is no address at all is
+    // keyed as typed, trimmed and lowercased.
+    let email_key: String = Email::parse_lenient(&email)
+        .map_or_else(
+            |_| email.trim().to_lowercase(),
+            |e| e.canonical().to_owned(),
+        )
         .chars()
         .take(MAX_EMAIL_KEY_CHARS)
         .collect();
@@ -183,15 +187,8 @@ pub(crate) async fn login(
             .map(str::to_owned),
         ip: client_ip(&req),
     };
-    let signed_in = match auth.login(&email, &password, client).await {
-        Ok(signed_in) => signed_in,
-        Err(error) => {
-            if matches!(error, AuthError::InvalidCredentials) {
-                quotas.login_failed(&budget).await;
-            }
-            return limits.on_error(Err(error));
-        }
-    };
+    let signed_in = limits.on_error(auth.login(&email, &password, client).await)?;
+    quotas.login_succeeded(&budget).await;
     let csrf = write_session_cookie(&req, signed_in.session.id).map_err(ApiError::internal)?;
     let mut response = no_store(HttpResponse::Ok());
     limits.apply(&mut response);
