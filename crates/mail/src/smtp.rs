@@ -38,6 +38,7 @@ impl SmtpMailer {
     /// # Errors
     /// An unusable URL or sender address.
     pub fn new(config: &SmtpConfig) -> Result<Self, MailSetupError> {
+        refuse_clear_credentials(config.url.expose_secret())?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.url.expose_secret())
             // lettre's message may quote the URL, password included: say what is wrong only.
             .map_err(|_| {
@@ -54,6 +55,35 @@ impl SmtpMailer {
             from: mailbox(&config.from)?,
         })
     }
+}
+
+/// Refuses a plain `smtp://` URL that carries credentials to a host other than this machine:
+/// the password would cross the network in clear. `smtps://` and `?tls=required` encrypt it.
+fn refuse_clear_credentials(url: &str) -> Result<(), MailSetupError> {
+    let Some(rest) = url.strip_prefix("smtp://") else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let query = rest.split_once('?').map_or("", |(_, query)| query);
+    let Some((_, host)) = authority.rsplit_once('@') else {
+        return Ok(());
+    };
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(host, _)| host)
+        .trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || query.split('&').any(|pair| pair == "tls=required") {
+        return Ok(());
+    }
+    Err(MailSetupError::SmtpUrl(
+        "credentials over plain smtp:// would cross the network in clear; use smtps:// or \
+         smtp://…?tls=required"
+            .into(),
+    ))
 }
 
 impl Mailer for SmtpMailer {

@@ -123,6 +123,25 @@ async fn bad_addresses_and_urls_are_refused_without_leaking_the_password() {
     assert!(matches!(error, MailError::Unavailable(_)), "{error:?}");
     let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
     assert!(!shown.contains("hunter2"), "{shown}");
+    // Credentials in clear over the network are refused; to this machine, or with TLS, fine.
+    for (url, refused) in [
+        ("smtp://user:hunter2@mail.example:587", true),
+        ("smtp://user:hunter2@mail.example:587?tls=required", false),
+        ("smtps://user:hunter2@mail.example:465", false),
+        ("smtp://user:hunter2@127.0.0.1:2525", false),
+        ("smtp://mail.example:25", false),
+    ] {
+        let built = SmtpMailer::new(&SmtpConfig {
+            url: SecretString::from(url.to_owned()),
+            from: FROM.into(),
+            timeout: Duration::from_secs(1),
+            pool_size: 1,
+        });
+        assert_eq!(built.is_err(), refused, "{url}");
+        if let Err(error) = built {
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+    }
     let error = SmtpMailer::new(&SmtpConfig {
         url: SecretString::from(sink.url()),
         from: "not a mailbox".into(),
