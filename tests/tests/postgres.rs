@@ -234,6 +234,34 @@ async fn raised_argon2_parameters_upgrade_a_stored_hash_at_the_next_login() {
     login_again(&raised).await;
 }
 
+/// A disabled account (here by an operator's statement; the admin routes come later) is told
+/// so only once its password verified: a wrong password gets the usual 401.
+#[tokio::test]
+async fn a_disabled_account_is_answered_account_disabled_only_after_its_password() {
+    let server = PostgresServer::shared();
+    let db = server.database();
+    let app = TestApp::spawn_with(on_database(&db)).await;
+    wait_ready(&app).await;
+    register(&app, &email("ada")).await;
+    server
+        .psql(&db.name, "UPDATE users SET disabled_at = now()")
+        .unwrap();
+
+    let right = login_raw(&app, &email("ada"), PASSWORD).await;
+    assert!(right.headers().get("ratelimit-policy").is_some());
+    let problem =
+        expect_problem(right, StatusCode::FORBIDDEN, "account_disabled", "right password").await;
+    assert!(problem.get("user").is_none(), "{problem}");
+    let wrong = login_raw(&app, &email("ada"), "not the password").await;
+    assert_eq!(expect_401(wrong, "wrong password").await, "invalid_credentials");
+
+    server
+        .psql(&db.name, "UPDATE users SET disabled_at = NULL")
+        .unwrap();
+    let login = login(&app, &email("ada")).await;
+    assert_eq!(me_status(&app, &login.access).await, StatusCode::OK);
+}
+
 async fn login_again(app: &TestApp) {
     let again = login(app, &email("ada")).await;
     assert_eq!(me_status(app, &again.access).await, StatusCode::OK);

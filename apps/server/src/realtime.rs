@@ -99,7 +99,10 @@ fn refusal_code(error: &AuthError) -> &'static str {
     match error {
         AuthError::InvalidToken | AuthError::InvalidCredentials => "invalid_token",
         AuthError::TokenExpired => "token_expired",
-        AuthError::TokenReused | AuthError::Unauthorized | AuthError::NotFound => "unauthorized",
+        AuthError::TokenReused
+        | AuthError::Unauthorized
+        | AuthError::NotFound
+        | AuthError::AccountDisabled => "unauthorized",
         AuthError::Busy | AuthError::Unavailable(_) => "dependency_unavailable",
     }
 }

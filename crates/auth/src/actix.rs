@@ -164,6 +164,7 @@ impl AuthRejection {
                 | AuthError::TokenReused
                 | AuthError::Unauthorized => StatusCode::UNAUTHORIZED,
                 AuthError::NotFound => StatusCode::NOT_FOUND,
+                AuthError::AccountDisabled => StatusCode::FORBIDDEN,
                 AuthError::Busy | AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keel_domain::{
-    Clock, Email, RepositoryError, SessionId, User, UserId, UserRecord, UserRepository,
+    Clock, Email, RepositoryError, SessionId, User, UserChange, UserId, UserRecord, UserRepository,
 };
 use keel_session::{
     RefreshHash, RotateOutcome, Session, SessionConfig, SessionError, SessionStore,
@@ -55,6 +55,10 @@ pub enum AuthError {
     /// A spent refresh token was presented again: its whole session has been revoked.
     #[error("refresh token reused; the session has been revoked")]
     TokenReused,
+    /// The password was right, but the account is disabled. Only answered after the password
+    /// verified, so it tells nothing to someone who does not know it.
+    #[error("the account is disabled")]
+    AccountDisabled,
     /// The credentials point at a session that is revoked or expired (or a user who is gone).
     #[error("unauthorized")]
     Unauthorized,
@@ -310,6 +314,10 @@ impl Auth {
             }
             Err(other) => return Err(other.into()),
         }
+        if record.disabled_at.is_some() {
+            tracing::info!(user_id = %record.user.id, "login refused: the account is disabled");
+            return Err(AuthError::AccountDisabled);
+        }
         if inner.hasher.needs_rehash(&record.password_hash) {
             self.rehash(&record, password).await;
         }
@@ -419,8 +427,10 @@ impl Auth {
             }
             RotateOutcome::Unknown => return Err(AuthError::InvalidToken),
         };
-        let Some(record) = inner.users.find_by_id(session.user_id).await? else {
-            // The user was deleted; their sessions must not live on.
+        let record = inner.users.find_by_id(session.user_id).await?;
+        let Some(record) = record.filter(|record| record.disabled_at.is_none()) else {
+            // The user was deleted or disabled; their sessions must not live on (disabling
+            // revokes them, so this is a session that raced the disable).
             inner.sessions.revoke(session.id).await?;
             self.notify(&[session.id]);
             return Err(AuthError::InvalidToken);
@@ -481,6 +491,42 @@ impl Auth {
         }
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "signed out everywhere");
         Ok(revoked)
+    }
+
+    /// Disables account `user_id`: it cannot log in (403 `account_disabled` once the password
+    /// verified), and every session it has is revoked through the one revocation path
+    /// (tokens, cookies and sockets on every instance). Returns the revoked sessions.
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`] when there is no such account.
+    pub async fn disable_user(&self, user_id: UserId) -> Result<Vec<SessionId>, AuthError> {
+        let now = self.inner.clock.now();
+        self.inner
+            .users
+            .update(user_id, UserChange::Disable, now)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let revoked = self.inner.sessions.revoke_all_for_user(user_id).await?;
+        if !revoked.is_empty() {
+            self.notify(&revoked);
+        }
+        tracing::info!(user_id = %user_id, sessions = revoked.len(), "account disabled");
+        Ok(revoked)
+    }
+
+    /// Enables account `user_id` again: it can log in.
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`] when there is no such account.
+    pub async fn enable_user(&self, user_id: UserId) -> Result<(), AuthError> {
+        let now = self.inner.clock.now();
+        self.inner
+            .users
+            .update(user_id, UserChange::Enable, now)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        tracing::info!(user_id = %user_id, "account enabled");
+        Ok(())
     }
 
     /// The live sessions of `user_id`, most recently created first.

@@ -44,6 +44,10 @@ impl RepositoryError {
 pub enum UserChange {
     /// A new display name.
     DisplayName(DisplayName),
+    /// The account can no longer log in (since the change's time); nothing else changes.
+    Disable,
+    /// The account can log in again.
+    Enable,
 }
 
 impl UserChange {
@@ -52,6 +56,11 @@ impl UserChange {
     pub fn apply(&self, record: &mut UserRecord, now: OffsetDateTime) {
         match self {
             Self::DisplayName(name) => record.user.display_name = name.clone(),
+            // Disabling twice keeps the first time: when access ended is what matters.
+            Self::Disable => {
+                record.disabled_at = record.disabled_at.or(Some(truncate_to_micros(now)));
+            }
+            Self::Enable => record.disabled_at = None,
         }
         record.user.updated_at = truncate_to_micros(now);
     }

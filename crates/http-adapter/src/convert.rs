@@ -74,6 +74,11 @@ impl From<AuthError> for ApiError {
                 INVALID_TOKEN_CHALLENGE,
             ),
             AuthError::NotFound => ApiError::not_found(),
+            AuthError::AccountDisabled => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "This account is disabled.",
+            ),
             AuthError::Busy => busy(),
             AuthError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
         }

@@ -205,6 +205,68 @@ async fn raised_argon2_parameters_rehash_a_password_at_its_next_login() {
 }
 
 #[tokio::test]
+async fn a_disabled_account_is_refused_only_after_its_password_and_loses_every_session() {
+    let f = Fixture::new();
+    let user = f.register("ada@example.com").await;
+    let first = f.login("ada@example.com").await;
+    let second = f.login("ada@example.com").await;
+
+    let revoked = f.auth.disable_user(user.id).await.unwrap();
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(
+        f.revocations().len(),
+        1,
+        "listeners told once, of both sessions"
+    );
+    for signed_in in [&first, &second] {
+        let bearer = f
+            .auth
+            .authenticate_bearer(&signed_in.tokens.access_token)
+            .await;
+        assert!(matches!(bearer, Err(AuthError::Unauthorized)), "{bearer:?}");
+        let refresh = f.auth.refresh(&refresh_token(signed_in)).await;
+        assert!(
+            matches!(refresh, Err(AuthError::InvalidToken)),
+            "{refresh:?}"
+        );
+    }
+    // The right password learns that the account is disabled; a wrong one learns nothing.
+    let right = f
+        .auth
+        .login("ada@example.com", PASSWORD, ClientInfo::default())
+        .await;
+    assert!(
+        matches!(right, Err(AuthError::AccountDisabled)),
+        "{right:?}"
+    );
+    let wrong = f
+        .auth
+        .login("ada@example.com", "wrong password", ClientInfo::default())
+        .await;
+    assert!(
+        matches!(wrong, Err(AuthError::InvalidCredentials)),
+        "{wrong:?}"
+    );
+    // Disabling again keeps the first time; enabling lets the account in again.
+    let disabled_at = f
+        .users
+        .find_by_id(user.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .disabled_at;
+    f.advance(Duration::from_secs(60));
+    f.auth.disable_user(user.id).await.unwrap();
+    let again = f.users.find_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(again.disabled_at, disabled_at);
+    f.auth.enable_user(user.id).await.unwrap();
+    f.login("ada@example.com").await;
+    // An unknown account is not found.
+    let unknown = f.auth.disable_user(UserId::generate()).await;
+    assert!(matches!(unknown, Err(AuthError::NotFound)), "{unknown:?}");
+}
+
+#[tokio::test]
 async fn login_creates_a_session_and_tokens_that_authenticate() {
     let f = Fixture::new();
     let user = f.register("ada@example.com").await;
