@@ -249,11 +249,19 @@ async fn a_disabled_account_is_answered_account_disabled_only_after_its_password
 
     let right = login_raw(&app, &email("ada"), PASSWORD).await;
     assert!(right.headers().get("ratelimit-policy").is_some());
-    let problem =
-        expect_problem(right, StatusCode::FORBIDDEN, "account_disabled", "right password").await;
+    let problem = expect_problem(
+        right,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+        "right password",
+    )
+    .await;
     assert!(problem.get("user").is_none(), "{problem}");
     let wrong = login_raw(&app, &email("ada"), "not the password").await;
-    assert_eq!(expect_401(wrong, "wrong password").await, "invalid_credentials");
+    assert_eq!(
+        expect_401(wrong, "wrong password").await,
+        "invalid_credentials"
+    );
 
     server
         .psql(&db.name, "UPDATE users SET disabled_at = NULL")
