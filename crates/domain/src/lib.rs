@@ -27,6 +27,6 @@ pub use ids::{SessionId, UserId};
 pub use mail::{Mail, MailError, Mailer};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};
-pub use repository::{BoxFuture, RepositoryError, UserChange, UserRepository};
+pub use repository::{BoxFuture, RepositoryError, UserChange, UserRepository, apply_email_change};
 pub use user::{User, UserRecord, truncate_to_micros};
 pub use validation::{ValidationError, ValidationErrors, codes};

@@ -1,5 +1,6 @@
 //! Ports: the traits through which the domain reaches its stores.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -38,8 +39,8 @@ impl RepositoryError {
 }
 
 /// A change of an account that leaves its id and e-mail address alone (so no store has to
-/// touch its e-mail index). More kinds come with the account lifecycle.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// touch its e-mail index; [`UserRepository::change_email`] is the one change that does).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UserChange {
     /// A new display name.
@@ -48,6 +49,28 @@ pub enum UserChange {
     Disable,
     /// The account can log in again.
     Enable,
+    /// A new password, as its PHC hash (a change or a reset, which the user sees; a rehash at
+    /// new parameters is [`UserRepository::replace_password_hash`]).
+    PasswordHash(String),
+    /// The address was proven to be the user's (a verification link was followed); verifying
+    /// twice keeps the first time.
+    VerifyEmail,
+    /// The account gains `role` (kept once, in the order granted).
+    GrantRole(String),
+}
+
+impl fmt::Debug for UserChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DisplayName(name) => f.debug_tuple("DisplayName").field(name).finish(),
+            Self::Disable => f.write_str("Disable"),
+            Self::Enable => f.write_str("Enable"),
+            // Never the hash: it may end up in a log.
+            Self::PasswordHash(_) => f.write_str("PasswordHash(..)"),
+            Self::VerifyEmail => f.write_str("VerifyEmail"),
+            Self::GrantRole(role) => f.debug_tuple("GrantRole").field(role).finish(),
+        }
+    }
 }
 
 impl UserChange {
@@ -61,6 +84,18 @@ impl UserChange {
                 record.disabled_at = record.disabled_at.or(Some(truncate_to_micros(now)));
             }
             Self::Enable => record.disabled_at = None,
+            Self::PasswordHash(hash) => record.password_hash.clone_from(hash),
+            Self::VerifyEmail => {
+                record.user.email_verified_at = record
+                    .user
+                    .email_verified_at
+                    .or(Some(truncate_to_micros(now)));
+            }
+            Self::GrantRole(role) => {
+                if !record.user.roles.contains(role) {
+                    record.user.roles.push(role.clone());
+                }
+            }
         }
         record.user.updated_at = truncate_to_micros(now);
     }
@@ -102,6 +137,29 @@ pub trait UserRepository: Send + Sync + 'static {
         change: UserChange,
         now: OffsetDateTime,
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>>;
+
+    /// Gives account `id` the address `email` at `now`, verified then (the change is confirmed
+    /// through a link sent to the new address), atomically with the e-mail index: the old
+    /// address is free afterwards, and [`RepositoryError::EmailTaken`] when another account
+    /// has the new one (compared canonically). `None` when there is no such account.
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>>;
+
+    /// Deletes account `id` and frees its address; says whether there was such an account.
+    /// What else belongs to the account (sessions, tokens) is deleted by its own store.
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>>;
+}
+
+/// What every store does to a record whose address changes, so that they agree.
+pub fn apply_email_change(record: &mut UserRecord, email: Email, now: OffsetDateTime) {
+    let now = truncate_to_micros(now);
+    record.user.email = email;
+    record.user.email_verified_at = Some(now);
+    record.user.updated_at = now;
 }
 
 #[cfg(test)]
@@ -157,6 +215,19 @@ mod tests {
             _id: UserId,
         ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
             Box::pin(std::future::ready(Ok(None)))
+        }
+
+        fn change_email(
+            &self,
+            _id: UserId,
+            _email: Email,
+            _now: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+            Box::pin(std::future::ready(Ok(None)))
+        }
+
+        fn delete(&self, _id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+            Box::pin(std::future::ready(Ok(false)))
         }
     }
 

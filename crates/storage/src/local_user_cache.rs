@@ -158,6 +158,28 @@ impl UserRepository for LocalUserCache {
             Ok(updated)
         })
     }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move {
+            let changed = self.store.change_email(id, email, now).await;
+            // Also on an error: the store may have changed before the answer was lost.
+            self.invalidate(id);
+            changed
+        })
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(async move {
+            let deleted = self.store.delete(id).await;
+            self.invalidate(id);
+            deleted
+        })
+    }
 }
 
 impl fmt::Debug for LocalUserCache {

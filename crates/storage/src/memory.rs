@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use keel_domain::{
     BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+    apply_email_change,
 };
 use time::OffsetDateTime;
 
@@ -79,6 +80,37 @@ impl InMemoryUserRepository {
         Some(record.clone())
     }
 
+    fn change_email_now(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        let mut maps = self.maps();
+        let Maps { by_id, id_by_email } = &mut *maps;
+        let Some(record) = by_id.get_mut(&id) else {
+            return Ok(None);
+        };
+        let canonical = email.canonical().to_owned();
+        match id_by_email.get(&canonical) {
+            Some(owner) if *owner != id => return Err(RepositoryError::EmailTaken),
+            _ => {}
+        }
+        id_by_email.remove(record.user.email.canonical());
+        id_by_email.insert(canonical, id);
+        apply_email_change(record, email, now);
+        Ok(Some(record.clone()))
+    }
+
+    fn delete_now(&self, id: UserId) -> bool {
+        let mut maps = self.maps();
+        let Some(record) = maps.by_id.remove(&id) else {
+            return false;
+        };
+        maps.id_by_email.remove(record.user.email.canonical());
+        true
+    }
+
     fn replace_password_hash_now(&self, id: UserId, expected: &str, new_hash: String) -> bool {
         match self.maps().by_id.get_mut(&id) {
             Some(record) if record.password_hash == expected => {
@@ -126,6 +158,19 @@ impl UserRepository for InMemoryUserRepository {
         now: OffsetDateTime,
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(std::future::ready(Ok(self.update_now(id, &change, now))))
+    }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(std::future::ready(self.change_email_now(id, email, now)))
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(std::future::ready(Ok(self.delete_now(id))))
     }
 }
 

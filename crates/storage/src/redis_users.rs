@@ -8,7 +8,7 @@ use deadpool_redis::Pool;
 use deadpool_redis::redis::{AsyncCommands, Script};
 use keel_domain::{
     BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
-    UserRepository,
+    UserRepository, apply_email_change,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,6 +72,9 @@ pub struct RedisUserRepository {
     pool: Pool,
     prefix: String,
     insert: Script,
+    replace: Script,
+    change_email: Script,
+    delete: Script,
 }
 
 impl RedisUserRepository {
@@ -86,6 +89,9 @@ impl RedisUserRepository {
             pool,
             prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
             insert: Script::new(INSERT),
+            replace: Script::new(REPLACE),
+            change_email: Script::new(CHANGE_EMAIL),
+            delete: Script::new(DELETE),
         }
     }
 
@@ -259,7 +265,7 @@ impl RedisUserRepository {
         let id: UserId = raw_id.parse().map_err(|_| {
             RepositoryError::unavailable("the email index holds something other than a user id")
         })?;
-        // No delete exists, and insert writes both keys at once, so the id is there by now.
+        // Insert, change and delete write the two keys in one script, so the id is there.
         // Reading it on the same connection keeps the two reads in order.
         let raw: Option<String> = conn
             .get(self.user_key(id))
@@ -299,7 +305,8 @@ impl RedisUserRepository {
             return Ok(false);
         }
         record.password_hash = new_hash;
-        let replaced: i64 = Script::new(REPLACE)
+        let replaced: i64 = self
+            .replace
             .key(key)
             .arg(raw)
             .arg(encode(&record)?)
@@ -333,7 +340,8 @@ impl RedisUserRepository {
                 )));
             }
             change.apply(&mut record, now);
-            let written: i64 = Script::new(REPLACE)
+            let written: i64 = self
+                .replace
                 .key(&key)
                 .arg(raw)
                 .arg(encode(&record)?)
@@ -347,6 +355,91 @@ impl RedisUserRepository {
         Err(RepositoryError::unavailable(format!(
             "account {id} kept changing under {ROUNDS} attempts to update it"
         )))
+    }
+}
+
+impl RedisUserRepository {
+    /// Like [`update_now`](Self::update_now), with the e-mail index changed in the same script.
+    async fn change_email_now(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        const ROUNDS: usize = 8;
+        let key = self.user_key(id);
+        let new_keys = self.email_keys(&email);
+        let mut conn = self.connection().await?;
+        for _ in 0..ROUNDS {
+            let raw: Option<String> = conn.get(&key).await.map_err(RepositoryError::unavailable)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut record = self.decode_own(id, &raw)?;
+            let old_keys = self.email_keys(&record.user.email);
+            apply_email_change(&mut record, email.clone(), now);
+            let mut invocation = self.change_email.key(&key);
+            invocation.key(&new_keys[0]);
+            for key in &new_keys[1..] {
+                invocation.key(key);
+            }
+            for key in &old_keys {
+                invocation.key(key);
+            }
+            let code: i64 = invocation
+                .arg(raw)
+                .arg(encode(&record)?)
+                .arg(id.to_string())
+                .arg(new_keys.len() - 1)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(RepositoryError::unavailable)?;
+            match code {
+                0 => return Ok(Some(record)),
+                1 => return Err(RepositoryError::EmailTaken),
+                _ => {}
+            }
+        }
+        Err(RepositoryError::unavailable(format!(
+            "account {id} kept changing under {ROUNDS} attempts to change its address"
+        )))
+    }
+
+    /// Deletes the account and its e-mail keys in one script, once it reads the same twice.
+    async fn delete_now(&self, id: UserId) -> Result<bool, RepositoryError> {
+        const ROUNDS: usize = 8;
+        let key = self.user_key(id);
+        let mut conn = self.connection().await?;
+        for _ in 0..ROUNDS {
+            let raw: Option<String> = conn.get(&key).await.map_err(RepositoryError::unavailable)?;
+            let Some(raw) = raw else { return Ok(false) };
+            let record = self.decode_own(id, &raw)?;
+            let mut invocation = self.delete.key(&key);
+            for key in self.email_keys(&record.user.email) {
+                invocation.key(key);
+            }
+            let code: i64 = invocation
+                .arg(raw)
+                .arg(id.to_string())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(RepositoryError::unavailable)?;
+            if code == 1 {
+                return Ok(true);
+            }
+        }
+        Err(RepositoryError::unavailable(format!(
+            "account {id} kept changing under {ROUNDS} attempts to delete it"
+        )))
+    }
+
+    fn decode_own(&self, id: UserId, raw: &str) -> Result<UserRecord, RepositoryError> {
+        let record = decode(raw)?;
+        if record.user.id != id {
+            return Err(RepositoryError::unavailable(format!(
+                "the account stored under id {id} has id {}",
+                record.user.id
+            )));
+        }
+        Ok(record)
     }
 }
 
@@ -386,6 +479,19 @@ impl UserRepository for RedisUserRepository {
         now: OffsetDateTime,
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         Box::pin(async move { self.update_now(id, &change, now).await })
+    }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move { self.change_email_now(id, email, now).await })
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(self.delete_now(id))
     }
 }
 
@@ -467,9 +573,6 @@ pub(crate) fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
     })
 }
 
-/// KEYS[1]: the account key, KEYS[2]: the canonical email key, KEYS[3..]: the email keys of
-/// earlier releases' spellings. ARGV[1]: the id, ARGV[2]: the account JSON. Returns 0 when
-/// stored, 1 when the email is taken, 2 when the id is taken.
 /// KEYS[1]: an account. ARGV[1]: the value the caller read, ARGV[2]: its replacement. Writes
 /// only when the value is still the one read; returns 1 when it wrote.
 const REPLACE: &str = r"
@@ -480,6 +583,9 @@ end
 return 0
 ";
 
+/// KEYS[1]: the account key, KEYS[2]: the canonical email key, KEYS[3..]: the email keys of
+/// earlier releases' spellings. ARGV[1]: the id, ARGV[2]: the account JSON. Returns 0 when
+/// stored, 1 when the email is taken, 2 when the id is taken.
 const INSERT: &str = r"
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
@@ -488,6 +594,36 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 return 0
+";
+
+/// KEYS[1]: the account key, KEYS[2]: the new address's canonical key, KEYS[3..3+n): the keys
+/// of its earlier spellings (checked only), KEYS[3+n..]: the old address's keys. ARGV[1]: the
+/// account as read, ARGV[2]: as changed, ARGV[3]: the id, ARGV[4]: n. Returns 0 when changed,
+/// 1 when another account has the new address, 2 when the account changed since it was read.
+const CHANGE_EMAIL: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end
+local n = tonumber(ARGV[4])
+for i = 2, 2 + n do
+  local owner = redis.call('GET', KEYS[i])
+  if owner and owner ~= ARGV[3] then return 1 end
+end
+for i = 3 + n, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+return 0
+";
+
+/// KEYS[1]: the account key, KEYS[2..]: its address's keys. ARGV[1]: the account as read,
+/// ARGV[2]: the id. Returns 1 when deleted, 2 when the account changed since it was read.
+const DELETE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
+end
+redis.call('DEL', KEYS[1])
+return 1
 ";
 
 #[cfg(test)]

@@ -203,6 +203,31 @@ impl UserRepository for CachedUserRepository {
             Ok(updated)
         })
     }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(async move {
+            let changed = self.store.change_email(id, email, now).await;
+            if let Err(error) = self.invalidate(id).await {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            changed
+        })
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(async move {
+            let deleted = self.store.delete(id).await;
+            if let Err(error) = self.invalidate(id).await {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            deleted
+        })
+    }
 }
 
 impl fmt::Debug for CachedUserRepository {

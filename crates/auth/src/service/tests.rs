@@ -77,6 +77,19 @@ impl UserRepository for Users {
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
         self.inner.update(id, change, now)
     }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: time::OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        self.inner.change_email(id, email, now)
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        self.inner.delete(id)
+    }
 }
 
 struct Fixture {

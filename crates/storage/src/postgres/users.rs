@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keel_domain::{
     BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
-    UserRepository,
+    UserRepository, truncate_to_micros,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Row as _, postgres::PgDatabaseError};
@@ -191,7 +191,7 @@ impl UserRepository for PgUserRepository {
             let user = &record.user;
             sqlx::query(
                 "UPDATE users SET display_name = $2, email_verified_at = $3, roles = $4, \
-                 disabled_at = $5, updated_at = $6 WHERE id = $1",
+                 disabled_at = $5, updated_at = $6, password_hash = $7 WHERE id = $1",
             )
             .bind(*id.as_uuid())
             .bind(user.display_name.as_str())
@@ -199,11 +199,62 @@ impl UserRepository for PgUserRepository {
             .bind(&user.roles)
             .bind(record.disabled_at)
             .bind(user.updated_at)
+            .bind(&record.password_hash)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             Ok(Some(record))
+        }))
+    }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            let now = truncate_to_micros(now);
+            // One statement: the unique index on the canonical address decides a race with a
+            // registration or another change to the same address.
+            let row = sqlx::query(
+                "UPDATE users SET email = $2, email_canonical = $3, email_verified_at = $4, \
+                 updated_at = $4 WHERE id = $1 \
+                 RETURNING id, email, display_name, password_hash, email_verified_at, roles, \
+                 disabled_at, created_at, updated_at",
+            )
+            .bind(*id.as_uuid())
+            .bind(email.as_str())
+            .bind(email.canonical())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await;
+            match row {
+                Ok(row) => row.as_ref().map(decode).transpose(),
+                Err(sqlx::Error::Database(error))
+                    if error
+                        .try_downcast_ref::<PgDatabaseError>()
+                        .and_then(PgDatabaseError::constraint)
+                        == Some("users_email_canonical_key") =>
+                {
+                    Err(RepositoryError::EmailTaken)
+                }
+                Err(other) => Err(unavailable(other)),
+            }
+        }))
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            // Its one-time tokens go with it (ON DELETE CASCADE); its sessions are the session
+            // registry's, revoked before.
+            let done = sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(*id.as_uuid())
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
         }))
     }
 }

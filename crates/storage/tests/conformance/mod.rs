@@ -130,6 +130,25 @@ impl UserRepository for Changing {
         });
         Box::pin(async move { Ok(updated) })
     }
+
+    fn change_email(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        let mut records = self.records.lock().unwrap();
+        let changed = records.get_mut(&id).map(|record| {
+            keel_domain::apply_email_change(record, email, now);
+            record.clone()
+        });
+        Box::pin(async move { Ok(changed) })
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        let deleted = self.records.lock().unwrap().remove(&id).is_some();
+        Box::pin(async move { Ok(deleted) })
+    }
 }
 
 /// The race every cache in front of a store must win: a reader misses, reads the old account
@@ -196,6 +215,9 @@ macro_rules! user_repository_suite {
             records_round_trip_exactly,
             a_password_hash_is_replaced_only_while_it_is_the_expected_one,
             a_change_is_applied_once_seen_everywhere_and_concurrent_changes_all_land,
+            a_new_password_a_verified_address_and_a_role_are_kept,
+            an_address_changes_atomically_and_frees_the_old_one,
+            a_deleted_account_is_gone_everywhere_and_its_address_is_free,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -206,6 +228,157 @@ macro_rules! user_repository_suite {
             }
         )*
     };
+}
+
+pub async fn a_new_password_a_verified_address_and_a_role_are_kept<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    assert!(h.repo.find_by_id(ada.user.id).await.unwrap().is_some());
+    let t1 = ada.user.created_at + time::Duration::seconds(1);
+    let t2 = t1 + time::Duration::seconds(1);
+    let new_hash = "$argon2id$v=19$m=8,t=1,p=1$bmV3$bmV3".to_owned();
+    for (change, at) in [
+        (UserChange::PasswordHash(new_hash.clone()), t1),
+        (UserChange::VerifyEmail, t1),
+        (UserChange::GrantRole("admin".into()), t1),
+        // Twice: kept once, and the first verification time stays.
+        (UserChange::GrantRole("admin".into()), t2),
+        (UserChange::VerifyEmail, t2),
+    ] {
+        h.repo
+            .update(ada.user.id, change, at)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for repo in [&h.repo, &h.other] {
+        let stored = repo.find_by_id(ada.user.id).await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, new_hash);
+        assert_eq!(stored.user.email_verified_at, Some(t1));
+        assert_eq!(stored.user.roles, ["admin"]);
+        assert_eq!(stored.user.updated_at, t2);
+        let by_email = repo.find_by_email(&email("ada@example.com")).await.unwrap();
+        assert_eq!(by_email.as_ref(), Some(&stored));
+    }
+}
+
+pub async fn an_address_changes_atomically_and_frees_the_old_one<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    let bob = record("bob@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    h.repo.insert(bob.clone()).await.unwrap();
+    assert!(h.repo.find_by_id(ada.user.id).await.unwrap().is_some());
+    let later = ada.user.created_at + time::Duration::seconds(3);
+
+    // Another account's address, in any spelling, is taken, and nothing changes.
+    let taken = h
+        .repo
+        .change_email(ada.user.id, email("BOB@example.com"), later)
+        .await;
+    assert!(
+        matches!(taken, Err(RepositoryError::EmailTaken)),
+        "{taken:?}"
+    );
+    assert_eq!(
+        h.repo.find_by_id(ada.user.id).await.unwrap(),
+        Some(ada.clone())
+    );
+
+    let changed = h
+        .repo
+        .change_email(ada.user.id, email("Lovelace@Example.com"), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.user.email.as_str(), "Lovelace@Example.com");
+    assert_eq!(changed.user.email_verified_at, Some(later));
+    assert_eq!(changed.user.updated_at, later);
+    assert_eq!(changed.password_hash, ada.password_hash);
+    for repo in [&h.repo, &h.other] {
+        assert_eq!(
+            repo.find_by_id(ada.user.id).await.unwrap().as_ref(),
+            Some(&changed)
+        );
+        let found = repo
+            .find_by_email(&email("lovelace@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(&changed));
+        assert_eq!(
+            repo.find_by_email(&email("ada@example.com")).await.unwrap(),
+            None
+        );
+    }
+    // The old address is free for a new account; the new one is not.
+    h.other.insert(record("ada@example.com")).await.unwrap();
+    let again = h.other.insert(record("LOVELACE@example.com")).await;
+    assert!(
+        matches!(again, Err(RepositoryError::EmailTaken)),
+        "{again:?}"
+    );
+    // A change to its own address in another case is no conflict.
+    let recased = h
+        .repo
+        .change_email(ada.user.id, email("lovelace@example.com"), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recased.user.email.as_str(), "lovelace@example.com");
+    assert_eq!(
+        h.other
+            .find_by_email(&email("LoveLace@example.com"))
+            .await
+            .unwrap()
+            .map(|r| r.user.id),
+        Some(ada.user.id)
+    );
+    // No such account.
+    let nobody = h
+        .repo
+        .change_email(UserId::generate(), email("nobody@example.com"), later)
+        .await
+        .unwrap();
+    assert_eq!(nobody, None);
+}
+
+pub async fn a_deleted_account_is_gone_everywhere_and_its_address_is_free<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    let h = make().await;
+    let ada = record("ada@example.com");
+    h.repo.insert(ada.clone()).await.unwrap();
+    assert!(h.repo.find_by_id(ada.user.id).await.unwrap().is_some());
+    assert!(h.repo.delete(ada.user.id).await.unwrap());
+    for repo in [&h.repo, &h.other] {
+        assert_eq!(repo.find_by_id(ada.user.id).await.unwrap(), None);
+        assert_eq!(
+            repo.find_by_email(&email("ada@example.com")).await.unwrap(),
+            None
+        );
+    }
+    assert!(!h.repo.delete(ada.user.id).await.unwrap(), "deleted twice");
+    // The address can register again, as a new account.
+    let again = record("Ada@Example.com");
+    h.other.insert(again.clone()).await.unwrap();
+    assert_eq!(
+        h.repo
+            .find_by_email(&email("ada@example.com"))
+            .await
+            .unwrap(),
+        Some(again)
+    );
 }
 
 pub async fn an_inserted_user_is_found_by_id_and_by_any_spelling_of_its_email<F, Fut>(make: F)
