@@ -13,6 +13,7 @@ mod clock;
 mod display_name;
 mod email;
 mod ids;
+mod lifecycle;
 mod mail;
 mod password;
 mod rate_limit;
@@ -24,6 +25,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use display_name::DisplayName;
 pub use email::Email;
 pub use ids::{SessionId, UserId};
+pub use lifecycle::{
+    AuditEvent, AuditKind, AuditLog, AuditQuery, OneTimeToken, OneTimeTokens, Outbox,
+    OutboxMessage, OutboxStats, StoreError, TokenHash, TokenPurpose, UnknownAuditKind,
+};
 pub use mail::{Mail, MailError, Mailer};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};

@@ -101,7 +101,7 @@ impl fmt::Debug for UserRecord {
 }
 
 /// RFC 3339 in UTC whatever offset the value carries, because the contract promises UTC strings.
-fn rfc3339_utc<S: serde::Serializer>(
+pub(crate) fn rfc3339_utc<S: serde::Serializer>(
     value: &OffsetDateTime,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

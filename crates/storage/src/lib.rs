@@ -7,8 +7,13 @@
 //! - on PostgreSQL (feature `postgres`): [`postgres`], the system of record, with the one
 //!   migration set of the whole database.
 //!
+//! - the account lifecycle's one-time tokens, mail outbox and audit log:
+//!   [`MemoryLifecycleStore`], [`RedisLifecycleStore`] and, on PostgreSQL,
+//!   `postgres::PgLifecycleStore`.
+//!
 //! Every user store passes the same conformance suite (`tests/conformance`).
 
+mod lifecycle;
 mod local_user_cache;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -18,6 +23,7 @@ mod redis_rate_limit;
 mod redis_users;
 mod user_cache;
 
+pub use lifecycle::{MemoryLifecycleStore, RedisLifecycleStore};
 pub use local_user_cache::LocalUserCache;
 pub use memory::InMemoryUserRepository;
 pub use rate_limit::{DEFAULT_MAX_KEYS, InMemoryRateLimiter};

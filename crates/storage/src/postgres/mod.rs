@@ -14,6 +14,7 @@
 //! error, for callers to fail closed; the cause rides along for the log.
 
 mod import;
+mod lifecycle;
 mod users;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use import::{ImportReport, import_from_redis};
+pub use lifecycle::PgLifecycleStore;
 pub use sqlx;
 pub use users::PgUserRepository;
 
