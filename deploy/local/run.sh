@@ -344,6 +344,11 @@ export KEEL_AUTH__JWT__ALGORITHM=HS256
 export KEEL_AUTH__JWT__KEYS="[{kid=\"local-$(date +%s)\",secret=\"$(random_b64 48)\"}]"
 export KEEL_COOKIE__KEY="$(random_b64 64)"
 export KEEL_REDIS__URL="$redis_url"
+# Links in mails point at nginx; mail goes to an SMTP server on the usual development port
+# (Mailpit, MailHog or `python3 -m aiosmtpd -n -l 127.0.0.1:1025`). While nothing listens there,
+# mail waits in the outbox and is retried; no request fails for it.
+export KEEL_APP_URL="${KEEL_APP_URL:-https://localhost}"
+export KEEL_MAIL__SMTP_URL="${KEEL_MAIL__SMTP_URL:-smtp://127.0.0.1:1025}"
 if [[ -n "$database_url" ]]; then
   export KEEL_DATABASE__URL="$database_url"
 else

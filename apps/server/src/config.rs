@@ -48,6 +48,68 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logs.
     pub log: LogConfig,
+    /// The base of the links in mails (`{app_url}/verify-email?token=…`): the product's front
+    /// end. Required and https in production.
+    pub app_url: String,
+    /// Mail delivery.
+    pub mail: MailConfig,
+}
+
+/// Mail delivery: SMTP when `smtp_url` is set, `.eml` files in `dir` otherwise (development).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://host:port` (`?tls=required` for STARTTLS) or `smtps://user:pass@host:port`; a
+    /// secret (it may hold a password). Required in production.
+    #[serde(serialize_with = "redacted", skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<SecretString>,
+    /// The sender of every mail.
+    pub from: String,
+    /// Where development mail is written, one `.eml` file per message.
+    pub dir: PathBuf,
+    /// A folder whose files replace the built-in templates (`verify_email.html`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<PathBuf>,
+    /// The longest one SMTP step may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// SMTP connections kept open, at most.
+    pub pool_size: u32,
+    /// How often the outbox is looked at when it was empty, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Attempts before a mail is given up on (kept as failed in the outbox).
+    pub max_attempts: u32,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "Keel <no-reply@localhost>".to_owned(),
+            dir: PathBuf::from(".keel/mail"),
+            templates: None,
+            timeout_ms: 10_000,
+            pool_size: 4,
+            poll_interval_ms: 1_000,
+            max_attempts: 12,
+        }
+    }
+}
+
+impl MailConfig {
+    /// The bound of one SMTP step.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    /// How the outbox sender paces itself; its lease outlasts a whole SMTP exchange.
+    pub fn sender(&self) -> keel_mail::SenderConfig {
+        keel_mail::SenderConfig {
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            lease: (self.timeout() * 6).max(std::time::Duration::from_secs(60)),
+            max_attempts: self.max_attempts,
+            ..keel_mail::SenderConfig::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +128,8 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            app_url: "http://localhost:3000".to_owned(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -370,8 +434,49 @@ impl Config {
                 Some(_) => {}
             }
         }
+        self.validate_mail()?;
         if self.profile == Profile::Production {
             self.refuse_unsafe_production_settings()?;
+        }
+        Ok(())
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let url = self
+            .app_url
+            .strip_prefix("https://")
+            .or_else(|| self.app_url.strip_prefix("http://"));
+        if url.is_none_or(|rest| {
+            rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' '])
+        }) {
+            return Err(ConfigError::new(
+                "app_url",
+                "must be an http(s) URL without a query, such as https://app.example.com",
+            ));
+        }
+        let checked = keel_mail::check_sender(&self.mail.from).and_then(|()| {
+            self.mail
+                .smtp_url
+                .as_ref()
+                .map_or(Ok(()), keel_mail::check_smtp_url)
+        });
+        if let Err(error) = checked {
+            return Err(ConfigError::new(error.key(), error.reason()));
+        }
+        for (key, value) in [
+            ("mail.timeout_ms", self.mail.timeout_ms),
+            ("mail.pool_size", u64::from(self.mail.pool_size)),
+            ("mail.poll_interval_ms", self.mail.poll_interval_ms),
+            ("mail.max_attempts", u64::from(self.mail.max_attempts)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if let Err(error) = keel_mail::Templates::load(self.mail.templates.as_deref()) {
+            let reason = error.to_string();
+            let reason = reason.trim_start_matches("mail.templates: ");
+            return Err(ConfigError::new("mail.templates", reason));
         }
         Ok(())
     }
@@ -417,6 +522,18 @@ impl Config {
             return Err(ConfigError::new(
                 "rate_limit.enabled",
                 "rate limits may not be off in production: logins could be brute-forced",
+            ));
+        }
+        if !self.app_url.starts_with("https://") {
+            return Err(ConfigError::new(
+                "app_url",
+                "must be the https URL of the product's front end in production: the links in mails point there",
+            ));
+        }
+        if self.mail.smtp_url.is_none() {
+            return Err(ConfigError::new(
+                "mail.smtp_url",
+                "production needs an SMTP server: without one, verification and reset mails are only written to files",
             ));
         }
         if let Some(url) = &self.redis.url

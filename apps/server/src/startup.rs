@@ -11,12 +11,15 @@ use actix_web::dev::Server;
 use std::sync::Arc;
 
 use actix_web::cookie::Key;
-use keel_auth::{Accounts, Auth, JwtError, KeyRing, PasswordHasher, RefreshSecret};
-use keel_domain::{Clock, SystemClock};
+use keel_auth::{
+    Accounts, Auth, JwtError, KeyRing, Lifecycle, LifecyclePorts, PasswordHasher, RefreshSecret,
+};
+use keel_domain::{Clock, Mailer, SystemClock};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
+use keel_mail::{FileMailer, Letters, OutboxSender, SmtpConfig, SmtpMailer, Templates};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
 
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::readiness::{RedisCheck, SubscriptionCheck};
 use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
@@ -67,6 +70,12 @@ pub enum StartupError {
     /// The realtime settings are unusable.
     #[error("the realtime settings are unusable")]
     Realtime(#[source] keel_realtime::ConfigError),
+    /// The mail transport cannot be set up.
+    #[error("cannot set up mail ({})", .0.key())]
+    Mail(#[source] keel_mail::MailSetupError),
+    /// The mail templates cannot be loaded.
+    #[error("the mail templates are unusable")]
+    Templates(#[source] keel_mail::TemplatesError),
     /// The HTTP server could not be set up on the listener.
     #[error("cannot start the HTTP server")]
     Server(#[source] io::Error),
@@ -130,6 +139,7 @@ impl Application {
             users,
             sessions,
             limiter,
+            lifecycle: lifecycle_stores,
             ..
         } = stores;
         let hasher = PasswordHasher::new(&config.auth.password_hashing);
@@ -174,11 +184,37 @@ impl Application {
             recheck_sessions,
             &shutdown,
         );
+        let mailer = mailer(&config)?;
+        let letters = Letters::new(
+            Templates::load(config.mail.templates.as_deref()).map_err(StartupError::Templates)?,
+            &config.app_url,
+        );
+        let sender = OutboxSender::new(
+            Arc::clone(&lifecycle_stores.outbox),
+            mailer,
+            config.mail.sender(),
+        );
+        let stop = shutdown.token();
+        shutdown.spawn(async move { sender.run(stop.cancelled_owned()).await });
+        let lifecycle = Lifecycle::new(
+            LifecyclePorts {
+                users: Arc::clone(&users),
+                tokens: lifecycle_stores.tokens,
+                outbox: lifecycle_stores.outbox,
+                audit: lifecycle_stores.audit,
+                composer: Arc::new(letters),
+            },
+            hasher.clone(),
+            auth.clone(),
+            Arc::clone(&clock),
+        );
         let services = Services {
             realtime: Some(realtime),
             readiness,
             accounts: Accounts::new(users, hasher, clock),
             auth,
+            lifecycle,
+            dev_pages: config.profile == Profile::Development,
             quotas,
             cookie,
         };
@@ -278,6 +314,28 @@ impl Application {
         tracing::info!("shutdown: complete");
         Ok(())
     }
+}
+
+/// The mail transport: SMTP when configured, else (development: production requires SMTP)
+/// `.eml` files in `mail.dir`.
+fn mailer(config: &Config) -> Result<Arc<dyn Mailer>, StartupError> {
+    let mail = &config.mail;
+    Ok(match &mail.smtp_url {
+        Some(url) => Arc::new(
+            SmtpMailer::new(&SmtpConfig {
+                url: url.clone(),
+                from: mail.from.clone(),
+                timeout: mail.timeout(),
+                pool_size: mail.pool_size,
+            })
+            .map_err(StartupError::Mail)?,
+        ),
+        None => {
+            tracing::warn!(dir = %mail.dir.display(),
+                "no SMTP server configured: mail is written to files in mail.dir");
+            Arc::new(FileMailer::new(&mail.dir, &mail.from).map_err(StartupError::Mail)?)
+        }
+    })
 }
 
 /// The configured key ring, or in development without keys an ephemeral one; either way

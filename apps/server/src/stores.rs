@@ -1,11 +1,11 @@
 //! Which store serves what: the README's table, in one place.
 //!
-//! | configured | users | sessions | quotas | realtime |
-//! |---|---|---|---|---|
-//! | nothing | memory | memory | memory | this process |
-//! | Redis | Redis | Redis | Redis | Redis pub/sub |
-//! | PostgreSQL | PostgreSQL, with a 5 s copy per user in memory | PostgreSQL | memory (per instance) | this process |
-//! | both | PostgreSQL, with a Redis snapshot per user | Redis | Redis | Redis pub/sub |
+//! | configured | users | sessions | quotas | realtime | tokens, outbox, audit |
+//! |---|---|---|---|---|---|
+//! | nothing | memory | memory | memory | this process | memory |
+//! | Redis | Redis | Redis | Redis | Redis pub/sub | Redis |
+//! | PostgreSQL | PostgreSQL, with a 5 s copy per user in memory | PostgreSQL | memory (per instance) | this process | PostgreSQL |
+//! | both | PostgreSQL, with a Redis snapshot per user | Redis | Redis | Redis pub/sub | PostgreSQL |
 //!
 //! PostgreSQL without Redis is for one instance: it keeps accounts and sessions across
 //! restarts and deploys, but nothing tells other instances about a revocation and each counts
@@ -16,15 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_domain::{RateLimiter, UserRepository};
+use keel_domain::{AuditLog, OneTimeTokens, Outbox, RateLimiter, UserRepository};
 use keel_session::deadpool_redis::Pool;
 use keel_session::{
     MemorySessionStore, PgSessionStore, RedisPoolConfig, RedisSessionStore, SessionStore,
 };
-use keel_storage::postgres::PgUserRepository;
+use keel_storage::postgres::{PgLifecycleStore, PgUserRepository};
 use keel_storage::{
     CachedUserRepository, InMemoryRateLimiter, InMemoryUserRepository, LocalUserCache,
-    RedisRateLimiter, RedisUserRepository,
+    MemoryLifecycleStore, RedisLifecycleStore, RedisRateLimiter, RedisUserRepository,
 };
 
 use crate::config::{Config, RedisConfig};
@@ -39,6 +39,27 @@ const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(300);
 const SESSION_PURGE_BATCH: u32 = 1_000;
 
+/// The account lifecycle's store, as its three ports.
+pub struct LifecycleStores {
+    /// One-time tokens (queued with their mail).
+    pub tokens: Arc<dyn OneTimeTokens>,
+    /// The mail outbox.
+    pub outbox: Arc<dyn Outbox>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
+}
+
+impl LifecycleStores {
+    fn of<S: OneTimeTokens + Outbox + AuditLog>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self {
+            tokens: store.clone(),
+            outbox: store.clone(),
+            audit: store,
+        }
+    }
+}
+
 /// The stores of the app, chosen from the configuration.
 pub struct Stores {
     /// Accounts.
@@ -47,6 +68,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Keel's quota limiter.
     pub limiter: Arc<dyn RateLimiter>,
+    /// One-time tokens, the mail outbox and the audit log: one store, three ports.
+    pub lifecycle: LifecycleStores,
     /// The one Redis pool, when Redis is configured.
     pub redis: Option<Pool>,
     /// The database, when PostgreSQL is configured.
@@ -100,6 +123,19 @@ impl Stores {
             (None, None) => Arc::new(MemorySessionStore::new(config.session.clone())),
         };
 
+        // The system of record when there is one; else shared through Redis, so any instance
+        // spends a token another issued and sends any instance's mail.
+        let lifecycle = match (&database, &redis) {
+            (Some(database), _) => LifecycleStores::of(PgLifecycleStore::new(
+                database.pool().clone(),
+                &config.database,
+            )),
+            (None, Some(pool)) => {
+                LifecycleStores::of(RedisLifecycleStore::new(pool.clone(), prefix))
+            }
+            (None, None) => LifecycleStores::of(MemoryLifecycleStore::new()),
+        };
+
         // With Redis, quotas hold across every instance (the edge falls back to in-process
         // limits while Redis cannot answer); without it, this process is the only one.
         let limiter: Arc<dyn RateLimiter> = match &redis {
@@ -138,6 +174,7 @@ impl Stores {
             users,
             sessions,
             limiter,
+            lifecycle,
             redis,
             database,
         })

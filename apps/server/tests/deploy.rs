@@ -21,12 +21,45 @@ fn the_example_production_config_passes_the_production_checks() {
             r#"[{kid="2026-11",secret="0123456789abcdef0123456789abcdef0123"}]"#,
         )
         .env("KEEL_COOKIE__KEY", "a".repeat(88))
+        .env(
+            "KEEL_MAIL__SMTP_URL",
+            "smtps://keel:pw@smtp.example.com:465",
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed.contains("profile = \"production\""), "{printed}");
+    assert!(
+        printed.contains("app_url = \"https://app.example.com\""),
+        "{printed}"
+    );
+    // The SMTP password is a secret: redacted when printed.
+    assert!(!printed.contains("pw@smtp"), "{printed}");
+}
+
+#[test]
+fn production_refuses_to_start_without_an_smtp_server() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/keel.production.toml"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--print-config")
+        .env_clear()
+        .env("KEEL_CONFIG", file)
+        .env("KEEL_AUTH__JWT__ALGORITHM", "HS256")
+        .env(
+            "KEEL_AUTH__JWT__KEYS",
+            r#"[{kid="2026-11",secret="0123456789abcdef0123456789abcdef0123"}]"#,
+        )
+        .env("KEEL_COOKIE__KEY", "a".repeat(88))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mail.smtp_url"), "{stderr}");
 }
 
 fn deploy_file(path: &str) -> String {
@@ -74,6 +107,18 @@ fn every_manifest_parses_and_the_compose_topology_has_its_database() {
     );
     // Every instance gets the database URL from the secrets, and so does Kubernetes.
     assert!(deploy_file("keel.env.example").contains("\nKEEL_DATABASE__URL=postgres://"));
+    // Mail: the SMTP server is a secret everywhere; the front end's URL is configuration.
+    assert!(deploy_file("keel.env.example").contains("\nKEEL_MAIL__SMTP_URL=smtps://"));
+    let config = &yaml("k8s/configmap.yaml")[0];
+    assert_eq!(
+        config["data"]["KEEL_APP_URL"].as_str(),
+        Some("https://app.example.com")
+    );
+    assert!(
+        yaml("k8s/secret.yaml")[0]["stringData"]["KEEL_MAIL__SMTP_URL"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("smtps://"))
+    );
     let secret = &yaml("k8s/secret.yaml")[0];
     assert!(
         secret["stringData"]["KEEL_DATABASE__URL"]

@@ -36,6 +36,12 @@ pub enum AccountError {
     /// The account is gone (deleted since the caller's session began).
     #[error("the account is gone")]
     Gone,
+    /// A one-time token that is unknown, spent or expired (deliberately one answer).
+    #[error("invalid one-time token")]
+    InvalidToken,
+    /// The password given to confirm a change is wrong.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     /// A store cannot answer.
     #[error("a store cannot answer")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

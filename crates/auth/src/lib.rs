@@ -4,6 +4,7 @@ pub mod accounts;
 #[cfg(feature = "actix")]
 pub mod actix;
 pub mod jwt;
+pub mod lifecycle;
 pub mod password;
 pub mod refresh;
 pub mod service;
@@ -16,6 +17,7 @@ pub use jwt::{
     AccessClaims, InvalidTokenReason, IssuedToken, JwtAlgorithm, JwtConfig, JwtError, KeyConfig,
     KeyRing, VerifiedTokenCache,
 };
+pub use lifecycle::{Export, Lifecycle, LifecyclePorts};
 pub use password::{PasswordError, PasswordHasher, PasswordHashingConfig};
 pub use refresh::RefreshSecret;
 pub use service::{

@@ -9,12 +9,13 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keel_domain::{
-    Clock, Email, RepositoryError, SessionId, User, UserChange, UserId, UserRecord, UserRepository,
+    AuditEvent, AuditKind, AuditLog, Clock, Email, RepositoryError, SessionId, User, UserChange,
+    UserId, UserRecord, UserRepository,
 };
 use keel_session::{
     RefreshHash, RotateOutcome, Session, SessionConfig, SessionError, SessionStore,
@@ -124,6 +125,19 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
 }
 
+impl ClientInfo {
+    /// An audit event of `kind` about `user_id` at `at`, with this client's address and agent.
+    pub fn event(&self, kind: AuditKind, user_id: UserId, at: time::OffsetDateTime) -> AuditEvent {
+        let mut event = AuditEvent::new(kind, Some(user_id), at);
+        event.ip = self.ip;
+        event.user_agent = self
+            .user_agent
+            .as_ref()
+            .map(|agent| agent.chars().take(256).collect());
+        event
+    }
+}
+
 /// The tokens of a login or refresh, in the shape of the contract's `Tokens` (the edge adds
 /// `user` and `session`).
 ///
@@ -208,6 +222,8 @@ struct Inner {
     config: SessionConfig,
     refresh_secret: RefreshSecret,
     listeners: RwLock<Vec<Arc<dyn RevocationListener>>>,
+    /// Where logins, logouts, revocations and token reuse are recorded, once set.
+    audit: OnceLock<Arc<dyn AuditLog>>,
     /// Request authentication, over the same ring, store and clock.
     verifier: Verifier,
 }
@@ -246,6 +262,7 @@ impl Auth {
                 config,
                 refresh_secret,
                 listeners: RwLock::new(Vec::new()),
+                audit: OnceLock::new(),
                 verifier,
             }),
         }
@@ -259,6 +276,27 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(listener);
+    }
+
+    /// Records logins (and failed ones), logouts, revocations and token reuse in `log` from
+    /// now on. Set once at start-up; a second call is ignored.
+    pub fn set_audit_log(&self, log: Arc<dyn AuditLog>) {
+        let _ = self.inner.audit.set(log);
+    }
+
+    /// Appends `event` to the audit log, if one is set: after the change it records, retried
+    /// once, and logged with its type and id when it cannot be written (the change stands).
+    pub async fn audit(&self, event: AuditEvent) {
+        let Some(log) = self.inner.audit.get() else {
+            return;
+        };
+        let (kind, id) = (event.kind.as_str(), event.id);
+        if let Err(first) = log.append(event.clone()).await {
+            tracing::warn!(error = %first, kind, event_id = %id, "audit append failed; retrying");
+            if let Err(error) = log.append(event).await {
+                tracing::error!(%error, kind, event_id = %id, "an audit event was not recorded");
+            }
+        }
     }
 
     /// The key ring that signs access tokens (for the JWKS endpoint).
@@ -302,7 +340,15 @@ impl Auth {
         };
         match inner.hasher.verify(password, &record.password_hash).await {
             Ok(true) => {}
-            Ok(false) => return Err(AuthError::InvalidCredentials),
+            Ok(false) => {
+                let event = client.event(
+                    AuditKind::UserLoginFailed,
+                    record.user.id,
+                    inner.clock.now(),
+                );
+                self.audit(event).await;
+                return Err(AuthError::InvalidCredentials);
+            }
             Err(PasswordError::MalformedHash | PasswordError::UnsupportedParams) => {
                 // The stored hash is broken. Answering anything but "invalid credentials" would
                 // tell the client that the account exists; the operator learns it from here.
@@ -324,6 +370,7 @@ impl Auth {
 
         let user = record.user;
         let now = inner.clock.now();
+        let event = client.event(AuditKind::UserLogin, user.id, now);
         let mut session = Session::new(user.id, now, &inner.config);
         if let Some(user_agent) = client.user_agent {
             session = session.with_user_agent(user_agent);
@@ -337,6 +384,8 @@ impl Auth {
             .create(session, RefreshHash::of_token(&refresh_token))
             .await?;
         let tokens = self.tokens(&session, refresh_token)?;
+        self.audit(event.with("sessionId", session.id.to_string()))
+            .await;
         tracing::info!(user_id = %user.id, session_id = %session.id, "signed in");
         Ok(SignedIn {
             user,
@@ -406,6 +455,9 @@ impl Auth {
                     "refresh token reused; the session has been revoked"
                 );
                 self.notify(&[id]);
+                let event = AuditEvent::new(AuditKind::TokenReused, None, now)
+                    .with("sessionId", id.to_string());
+                self.audit(event).await;
                 return Err(AuthError::TokenReused);
             }
             RotateOutcome::GraceReplay(session) => {
@@ -478,6 +530,13 @@ impl Auth {
         self.inner.sessions.revoke(id).await?;
         // Told even if the session was gone already: whatever still holds it open must close.
         self.notify(&[id]);
+        let event = AuditEvent::new(
+            AuditKind::UserLogout,
+            Some(principal.user_id),
+            self.inner.clock.now(),
+        )
+        .with("sessionId", id.to_string());
+        self.audit(event).await;
         tracing::info!(user_id = %principal.user_id, session_id = %id, "signed out");
         Ok(())
     }
@@ -489,7 +548,36 @@ impl Auth {
         if !revoked.is_empty() {
             self.notify(&revoked);
         }
+        let event = AuditEvent::new(
+            AuditKind::SessionRevoked,
+            Some(user_id),
+            self.inner.clock.now(),
+        )
+        .with("sessions", revoked.len());
+        self.audit(event).await;
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "signed out everywhere");
+        Ok(revoked)
+    }
+
+    /// Revokes every session of `user_id` but `keep` (a password change keeps the session
+    /// that made it), and returns their ids; the revocation listeners are told.
+    pub async fn logout_others(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+    ) -> Result<Vec<SessionId>, AuthError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut revoked = Vec::new();
+        for session in inner.sessions.list_for_user(user_id, now).await? {
+            if session.id != keep && inner.sessions.revoke(session.id).await? {
+                revoked.push(session.id);
+            }
+        }
+        if !revoked.is_empty() {
+            self.notify(&revoked);
+        }
+        tracing::info!(user_id = %user_id, sessions = revoked.len(), "other sessions revoked");
         Ok(revoked)
     }
 
@@ -497,9 +585,15 @@ impl Auth {
     /// verified), and every session it has is revoked through the one revocation path
     /// (tokens, cookies and sockets on every instance). Returns the revoked sessions.
     ///
+    /// `actor` is the administrator who did it, for the audit log.
+    ///
     /// # Errors
     /// [`AuthError::NotFound`] when there is no such account.
-    pub async fn disable_user(&self, user_id: UserId) -> Result<Vec<SessionId>, AuthError> {
+    pub async fn disable_user(
+        &self,
+        user_id: UserId,
+        actor: Option<UserId>,
+    ) -> Result<Vec<SessionId>, AuthError> {
         let now = self.inner.clock.now();
         self.inner
             .users
@@ -510,21 +604,32 @@ impl Auth {
         if !revoked.is_empty() {
             self.notify(&revoked);
         }
+        let mut event = AuditEvent::new(AuditKind::UserDisabled, Some(user_id), now)
+            .with("sessions", revoked.len());
+        event.actor_id = actor;
+        self.audit(event).await;
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "account disabled");
         Ok(revoked)
     }
 
-    /// Enables account `user_id` again: it can log in.
+    /// Enables account `user_id` again: it can log in. `actor` is who did it.
     ///
     /// # Errors
     /// [`AuthError::NotFound`] when there is no such account.
-    pub async fn enable_user(&self, user_id: UserId) -> Result<(), AuthError> {
+    pub async fn enable_user(
+        &self,
+        user_id: UserId,
+        actor: Option<UserId>,
+    ) -> Result<(), AuthError> {
         let now = self.inner.clock.now();
         self.inner
             .users
             .update(user_id, UserChange::Enable, now)
             .await?
             .ok_or(AuthError::NotFound)?;
+        let mut event = AuditEvent::new(AuditKind::UserEnabled, Some(user_id), now);
+        event.actor_id = actor;
+        self.audit(event).await;
         tracing::info!(user_id = %user_id, "account enabled");
         Ok(())
     }
@@ -554,6 +659,9 @@ impl Auth {
             return Err(AuthError::NotFound);
         }
         self.notify(&[session_id]);
+        let event = AuditEvent::new(AuditKind::SessionRevoked, Some(user_id), now)
+            .with("sessionId", session_id.to_string());
+        self.audit(event).await;
         tracing::info!(user_id = %user_id, session_id = %session_id, "session revoked");
         Ok(())
     }

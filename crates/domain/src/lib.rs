@@ -29,7 +29,7 @@ pub use lifecycle::{
     AuditEvent, AuditKind, AuditLog, AuditQuery, OneTimeToken, OneTimeTokens, Outbox,
     OutboxMessage, OutboxStats, StoreError, TokenHash, TokenPurpose, UnknownAuditKind,
 };
-pub use mail::{Mail, MailError, Mailer};
+pub use mail::{Composer, Mail, MailError, Mailer, Notice};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};
 pub use repository::{BoxFuture, RepositoryError, UserChange, UserRepository, apply_email_change};

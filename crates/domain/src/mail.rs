@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+use secrecy::SecretString;
+
+use crate::display_name::DisplayName;
+use crate::email::Email;
 use crate::repository::BoxFuture;
 
 /// One message, rendered: who gets it, its subject and its plain-text and HTML parts.
@@ -55,4 +59,67 @@ pub trait Mailer: Send + Sync + 'static {
     /// Hands `mail` to the transport. `Ok` means the transport took it (the SMTP server
     /// answered 250 to the message), not that it reached the inbox.
     fn send(&self, mail: Mail) -> BoxFuture<'_, Result<(), MailError>>;
+}
+
+/// A mail the account lifecycle sends, before it is rendered: what it says, not how.
+///
+/// The tokens are secrets: `Debug` leaves them out.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Notice {
+    /// After registration (or a resend): the link that verifies the address.
+    VerifyEmail {
+        /// The one-time token the link carries.
+        token: SecretString,
+    },
+    /// After a reset request: the link that sets a new password.
+    ResetPassword {
+        /// The one-time token the link carries.
+        token: SecretString,
+    },
+    /// To the new address of an e-mail change: the link that confirms it.
+    ConfirmNewEmail {
+        /// The one-time token the link carries.
+        token: SecretString,
+        /// The address the account moves to.
+        new_email: Email,
+    },
+    /// To the account's address: its password changed (or was reset).
+    PasswordChanged,
+    /// To the old address: the account's address changed.
+    EmailChanged {
+        /// The address the account moved to.
+        new_email: Email,
+    },
+    /// To the account's address: failed logins locked it against unknown devices.
+    AccountLocked,
+}
+
+impl fmt::Debug for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::VerifyEmail { .. } => "VerifyEmail",
+            Self::ResetPassword { .. } => "ResetPassword",
+            Self::ConfirmNewEmail { .. } => "ConfirmNewEmail",
+            Self::PasswordChanged => "PasswordChanged",
+            Self::EmailChanged { .. } => "EmailChanged",
+            Self::AccountLocked => "AccountLocked",
+        })
+    }
+}
+
+/// Renders notices into mail: the product's templates and the links to its front end
+/// (keel-mail's `Letters`).
+pub trait Composer: Send + Sync + 'static {
+    /// The mail that tells `display_name` at `to` about `notice`.
+    ///
+    /// # Errors
+    /// [`MailError::Rejected`] when the templates cannot render it (checked when they load,
+    /// so a bug).
+    fn compose(
+        &self,
+        to: &Email,
+        display_name: &DisplayName,
+        notice: &Notice,
+    ) -> Result<Mail, MailError>;
 }

@@ -21,7 +21,7 @@ use crate::security_headers::SecurityHeaders;
 use crate::{extract, routes};
 use actix_web::cookie::Key;
 use keel_auth::actix::CsrfPolicy;
-use keel_auth::{Accounts, Auth};
+use keel_auth::{Accounts, Auth, Lifecycle};
 use keel_realtime::RealtimeServer;
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, session_middleware};
 
@@ -35,6 +35,11 @@ pub struct Services {
     pub accounts: Accounts,
     /// Logins, tokens and sessions.
     pub auth: Auth,
+    /// The account lifecycle: verification, reset, changes, deletion, export.
+    pub lifecycle: Lifecycle,
+    /// Whether Keel serves its development pages at `/verify-email` and `/reset-password`
+    /// (development only: in production the product's front end serves those paths).
+    pub dev_pages: bool,
     /// The quotas of the account endpoints.
     pub quotas: Quotas,
     /// How the session cookie is set, and the key that encrypts it (the same on every
@@ -55,6 +60,8 @@ struct Inner {
     readiness: web::Data<Readiness>,
     accounts: web::Data<Accounts>,
     auth: web::Data<Auth>,
+    lifecycle: web::Data<Lifecycle>,
+    dev_pages: bool,
     quotas: web::Data<Quotas>,
     csrf: web::Data<CsrfPolicy>,
     devices: web::Data<DeviceCookies>,
@@ -88,6 +95,8 @@ impl HttpApp {
                 readiness: web::Data::new(services.readiness),
                 accounts: web::Data::new(services.accounts),
                 auth: web::Data::new(services.auth),
+                lifecycle: web::Data::new(services.lifecycle),
+                dev_pages: services.dev_pages,
                 quotas: web::Data::new(services.quotas),
                 csrf: web::Data::new(CsrfPolicy::new(cors.allowed_origins.iter())),
                 devices: web::Data::new(DeviceCookies::new(
@@ -139,6 +148,7 @@ impl HttpApp {
             .app_data(inner.readiness.clone())
             .app_data(inner.accounts.clone())
             .app_data(inner.auth.clone())
+            .app_data(inner.lifecycle.clone())
             .app_data(inner.quotas.clone())
             .app_data(inner.csrf.clone())
             .app_data(inner.devices.clone())
@@ -149,7 +159,15 @@ impl HttpApp {
             .service(get("/health", health::health))
             .service(get("/health/live", health::live))
             .service(get("/health/ready", health::ready))
-            .service(get("/.well-known/jwks.json", routes::auth::jwks))
+            .service(get("/.well-known/jwks.json", routes::auth::jwks));
+        let app = if inner.dev_pages {
+            app.service(get("/verify-email", routes::account::verify_email_page))
+                .service(get("/reset-password", routes::account::reset_password_page))
+                .service(get("/_keel/pages.js", routes::account::pages_script))
+        } else {
+            app
+        };
+        let app = app
             .default_service(web::to(not_found))
             .wrap(inner.edge.clone());
         let (cookie_config, cookie_key) = &inner.cookie;
@@ -171,11 +189,28 @@ impl HttpApp {
                     .route(web::delete().to(routes::auth::revoke_session))
                     .default_service(web::to(|| async { method_not_allowed("DELETE") })),
             )
+            .service(post("/auth/verify-email", routes::account::verify_email))
+            .service(post(
+                "/auth/verify-email/resend",
+                routes::account::resend_verification,
+            ))
+            .service(post(
+                "/auth/password-reset",
+                routes::account::request_password_reset,
+            ))
+            .service(post(
+                "/auth/password-reset/confirm",
+                routes::account::confirm_password_reset,
+            ))
+            .service(post("/auth/password", routes::account::change_password))
+            .service(post("/auth/email", routes::account::request_email_change))
             .service(
                 web::resource("/users/me")
-                    .route(web::patch().to(routes::auth::update_profile))
-                    .default_service(web::to(|| async { method_not_allowed("PATCH") })),
+                    .route(web::patch().to(routes::account::update_profile))
+                    .route(web::delete().to(routes::account::delete_account))
+                    .default_service(web::to(|| async { method_not_allowed("PATCH, DELETE") })),
             )
+            .service(get("/users/me/export", routes::account::export))
             .default_service(web::to(not_found))
             .wrap(session_cookies());
         let app = match &inner.realtime {

@@ -40,6 +40,16 @@ impl From<AccountError> for ApiError {
                 "The session has ended; log in again.",
                 INVALID_TOKEN_CHALLENGE,
             ),
+            // A one-time token is no credential of the request: 400, not 401, so a client
+            // does not take it for an expired session.
+            AccountError::InvalidToken => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "The link is not valid: unknown, used or expired. Ask for a new one.",
+            ),
+            AccountError::InvalidCredentials => {
+                unauthorized("invalid_credentials", "The password is wrong.", "Bearer")
+            }
             AccountError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
         }
     }

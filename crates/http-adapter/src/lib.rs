@@ -11,15 +11,17 @@
 //!
 //! use actix_web::cookie::Key;
 //! use keel_auth::{
-//!     Accounts, Auth, JwtConfig, KeyRing, PasswordHasher, PasswordHashingConfig, RefreshSecret,
+//!     Accounts, Auth, JwtConfig, KeyRing, Lifecycle, LifecyclePorts, PasswordHasher,
+//!     PasswordHashingConfig, RefreshSecret,
 //! };
+//! use keel_mail::{Letters, Templates};
 //! use keel_domain::{Clock, SystemClock, UserRepository};
 //! use keel_http_adapter::{
 //!     CorsConfig, HttpApp, HttpConfig, QuotaConfig, Quotas, RateLimitConfig, Readiness, Services,
 //! };
 //! use keel_session::actix::SessionCookieConfig;
 //! use keel_session::{MemorySessionStore, SessionConfig};
-//! use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository};
+//! use keel_storage::{InMemoryRateLimiter, InMemoryUserRepository, MemoryLifecycleStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let users: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
@@ -29,10 +31,26 @@
 //! let keys = KeyRing::generate_ephemeral(&JwtConfig::default())?;
 //! let auth = Auth::new(users.clone(), hasher.clone(), sessions, keys, clock.clone(),
 //!                      SessionConfig::default(), RefreshSecret::random());
+//! // Tokens, the outbox and the audit log; an `OutboxSender` delivers the outbox.
+//! let store = Arc::new(MemoryLifecycleStore::new());
+//! let lifecycle = Lifecycle::new(
+//!     LifecyclePorts {
+//!         users: users.clone(),
+//!         tokens: store.clone(),
+//!         outbox: store.clone(),
+//!         audit: store,
+//!         composer: Arc::new(Letters::new(Templates::load(None)?, "http://localhost:3000")),
+//!     },
+//!     hasher.clone(),
+//!     auth.clone(),
+//!     clock.clone(),
+//! );
 //! let services = Services {
 //!     readiness: Readiness::new(Vec::new(), Duration::from_secs(1), "1.0.0"),
 //!     accounts: Accounts::new(users, hasher, clock),
 //!     auth,
+//!     lifecycle,
+//!     dev_pages: true,
 //!     quotas: Quotas::new(&QuotaConfig::default(), true, Arc::new(InMemoryRateLimiter::new()))?,
 //!     cookie: (SessionCookieConfig { secure: false, name: None }, Key::generate()),
 //!     realtime: None,

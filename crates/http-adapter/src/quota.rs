@@ -54,6 +54,13 @@ pub struct QuotaConfig {
     /// Socket.IO connects per client IP, over every instance (each instance also refuses more
     /// than `realtime.connections_per_ip_per_second` new connections per IP by itself).
     pub socket_connect_ip: QuotaSpec,
+    /// Requests per client IP to the account lifecycle's routes (verify-email and its resend,
+    /// password-reset and its confirmation, password and e-mail change).
+    pub account_ip: QuotaSpec,
+    /// Mails asked for per address (a reset, a verification resent, an e-mail change's
+    /// confirmation), counted whether or not the address has an account, so the answer tells
+    /// nothing about it.
+    pub mail_address: QuotaSpec,
 }
 
 impl Default for QuotaConfig {
@@ -70,6 +77,14 @@ impl Default for QuotaConfig {
             login_device: QuotaSpec {
                 limit: 10,
                 window_seconds: 300,
+            },
+            account_ip: QuotaSpec {
+                limit: 30,
+                window_seconds: 600,
+            },
+            mail_address: QuotaSpec {
+                limit: 5,
+                window_seconds: 3600,
             },
             register_ip: QuotaSpec {
                 limit: 10,
@@ -107,6 +122,8 @@ pub struct Quotas {
     pub(crate) register_ip: Quota,
     pub(crate) refresh_ip: Quota,
     socket_connect_ip: Quota,
+    pub(crate) account_ip: Quota,
+    pub(crate) mail_address: Quota,
 }
 
 impl Quotas {
@@ -130,6 +147,8 @@ impl Quotas {
             register_ip: quota("register-ip", config.register_ip)?,
             refresh_ip: quota("refresh-ip", config.refresh_ip)?,
             socket_connect_ip: quota("socket-connect-ip", config.socket_connect_ip)?,
+            account_ip: quota("account-ip", config.account_ip)?,
+            mail_address: quota("mail-address", config.mail_address)?,
         })
     }
 

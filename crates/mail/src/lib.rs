@@ -8,6 +8,10 @@
 //! - [`Templates`]: the subject, plain-text and HTML parts of each [`MailKind`], built in and
 //!   replaceable file by file from a folder. Every value is escaped in the HTML part; a
 //!   template that names a value its kind does not have is refused when it is loaded.
+//! - [`Letters`]: keel-domain's `Composer` on the templates, with links to the product's front
+//!   end (`app_url`).
+//! - [`OutboxSender`]: the background task that delivers the mail outbox through a transport,
+//!   with retries and exponential backoff; a message refused for good is kept as failed.
 //!
 //! ```no_run
 //! use keel_domain::Mailer as _;
@@ -26,11 +30,15 @@
 //! ```
 
 mod file;
+mod letters;
+mod sender;
 mod smtp;
 mod templates;
 
 pub use file::FileMailer;
-pub use smtp::{SmtpConfig, SmtpMailer};
+pub use letters::Letters;
+pub use sender::{OutboxSender, SenderConfig};
+pub use smtp::{SmtpConfig, SmtpMailer, check_smtp_url};
 pub use templates::{MailKind, RenderError, Templates, TemplatesError};
 
 /// Why a transport could not be set up.
@@ -48,6 +56,14 @@ pub enum MailSetupError {
 }
 
 impl MailSetupError {
+    /// What is wrong, without the key.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::SmtpUrl(reason) | Self::From(reason) => reason.clone(),
+            Self::Dir(error) => error.to_string(),
+        }
+    }
+
     /// The configuration key at fault.
     pub fn key(&self) -> &'static str {
         match self {
@@ -93,6 +109,15 @@ fn message(
 }
 
 /// The sender mailbox, parsed once at start-up.
+/// Checks that `from` can be the sender of every mail (`Name <address>` or an address), so a
+/// configuration can be refused when it loads, naming `mail.from`.
+///
+/// # Errors
+/// [`MailSetupError::From`] when it cannot.
+pub fn check_sender(from: &str) -> Result<(), MailSetupError> {
+    mailbox(from).map(drop)
+}
+
 fn mailbox(from: &str) -> Result<lettre::message::Mailbox, MailSetupError> {
     from.parse()
         .map_err(|error: lettre::address::AddressError| MailSetupError::From(error.to_string()))

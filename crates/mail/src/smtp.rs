@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keel_domain::{BoxFuture, Mail, MailError, Mailer};
 use lettre::message::Mailbox;
-use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -38,15 +38,7 @@ impl SmtpMailer {
     /// # Errors
     /// An unusable URL or sender address.
     pub fn new(config: &SmtpConfig) -> Result<Self, MailSetupError> {
-        refuse_clear_credentials(config.url.expose_secret())?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.url.expose_secret())
-            // lettre's message may quote the URL, password included: say what is wrong only.
-            .map_err(|_| {
-                MailSetupError::SmtpUrl(
-                    "not an smtp:// or smtps:// URL (smtp://host:port, smtps://user:pass@host:port)"
-                        .into(),
-                )
-            })?
+        let transport = builder(config.url.expose_secret())?
             .timeout(Some(config.timeout))
             .pool_config(PoolConfig::new().max_size(config.pool_size.max(1)))
             .build();
@@ -55,6 +47,27 @@ impl SmtpMailer {
             from: mailbox(&config.from)?,
         })
     }
+}
+
+/// Checks an SMTP URL as [`SmtpMailer::new`] does, without building a transport (which needs a
+/// runtime): its shape, and no credentials in clear over the network.
+///
+/// # Errors
+/// [`MailSetupError::SmtpUrl`], saying what is wrong without repeating the URL.
+pub fn check_smtp_url(url: &SecretString) -> Result<(), MailSetupError> {
+    builder(url.expose_secret()).map(drop)
+}
+
+fn builder(url: &str) -> Result<AsyncSmtpTransportBuilder, MailSetupError> {
+    refuse_clear_credentials(url)?;
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        // lettre's message may quote the URL, password included: say what is wrong only.
+        .map_err(|_| {
+            MailSetupError::SmtpUrl(
+                "not an smtp:// or smtps:// URL (smtp://host:port, smtps://user:pass@host:port)"
+                    .into(),
+            )
+        })
 }
 
 /// Refuses a plain `smtp://` URL that carries credentials to a host other than this machine:

@@ -133,6 +133,15 @@ impl Templates {
     /// # Errors
     /// A file that cannot be read, or a template naming a value its kind does not have.
     pub fn load(folder: Option<&Path>) -> Result<Self, TemplatesError> {
+        // A folder that is not there is a typo, not "no replacements".
+        if let Some(dir) = folder
+            && let Err(source) = std::fs::read_dir(dir)
+        {
+            return Err(TemplatesError::Read {
+                path: dir.to_owned(),
+                source,
+            });
+        }
         let mut parsed = HashMap::new();
         for kind in MailKind::ALL {
             let [subject, text, html] = kind.builtin();

@@ -110,5 +110,13 @@ pub fn test_config() -> Config {
     config.server.workers = Some(1);
     config.shutdown.drain_seconds = Some(0);
     config.shutdown.timeout_seconds = 5;
+    // Development mail goes to files: into a folder of this test process, not the checkout.
+    config.mail.dir = test_mail_dir();
+    config.mail.poll_interval_ms = 100;
     config
+}
+
+/// Where the apps of this test process write development mail (`.eml` files).
+pub fn test_mail_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("keel-test-mail-{}", std::process::id()))
 }

@@ -63,6 +63,8 @@ impl ServerProcess {
             .env("KEEL_SERVER__PORT", "0")
             .env("KEEL_SERVER__WORKERS", "1")
             .env("KEEL_LOG__FORMAT", "json")
+            .env("KEEL_MAIL__DIR", crate::app::test_mail_dir())
+            .env("KEEL_MAIL__POLL_INTERVAL_MS", "100")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -101,6 +101,12 @@ fn production_refuses_unsafe_settings_and_says_which() {
         assert_eq!(load_in(jail).unwrap_err().key(), "rate_limit.enabled");
 
         jail.set_env("KEEL_RATE_LIMIT__ENABLED", "true");
+        assert_eq!(load_in(jail).unwrap_err().key(), "app_url");
+
+        jail.set_env("KEEL_APP_URL", "https://app.example");
+        assert_eq!(load_in(jail).unwrap_err().key(), "mail.smtp_url");
+
+        jail.set_env("KEEL_MAIL__SMTP_URL", "smtps://keel:pw@smtp.example:465");
         let config = load_in(jail).unwrap();
         assert_eq!(config.log_format(), LogFormat::Json);
         assert_eq!(config.drain_seconds(), 5);
@@ -230,6 +236,8 @@ fn zero_redis_bounds_and_insecure_tls_in_production_are_refused() {
             r#"[{kid="k1",secret="0123456789abcdef0123456789abcdef"}]"#,
         );
         jail.set_env("KEEL_COOKIE__KEY", BASE64.encode([7u8; 64]));
+        jail.set_env("KEEL_APP_URL", "https://app.example");
+        jail.set_env("KEEL_MAIL__SMTP_URL", "smtps://smtp.example:465");
         assert_eq!(load_in(jail).unwrap_err().key(), "redis.url");
         jail.set_env("KEEL_REDIS__URL", "rediss://cache:6380/");
         assert!(load_in(jail).is_ok());
@@ -250,6 +258,46 @@ fn printing_redacts_the_redis_password_but_keeps_the_host() {
             printed.contains("redis://[REDACTED]@cache.internal:6379/0"),
             "{printed}"
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn mail_settings_are_checked_when_they_load_and_name_their_key() {
+    Jail::expect_with(|jail| {
+        for (key, value, at_fault) in [
+            ("KEEL_APP_URL", "app.example.com", "app_url"),
+            ("KEEL_APP_URL", "https://app.example.com/?x=1", "app_url"),
+            ("KEEL_MAIL__FROM", "not an address", "mail.from"),
+            (
+                "KEEL_MAIL__SMTP_URL",
+                "http://smtp.example",
+                "mail.smtp_url",
+            ),
+            // A password in clear over the network.
+            (
+                "KEEL_MAIL__SMTP_URL",
+                "smtp://u:pw@smtp.example:25",
+                "mail.smtp_url",
+            ),
+            ("KEEL_MAIL__MAX_ATTEMPTS", "0", "mail.max_attempts"),
+            (
+                "KEEL_MAIL__TEMPLATES",
+                "/nonexistent/keel-templates",
+                "mail.templates",
+            ),
+        ] {
+            jail.set_env(key, value);
+            let error = load_in(jail).unwrap_err();
+            assert_eq!(error.key(), at_fault, "{key}={value}: {error}");
+            // The URL may hold a password: never repeated.
+            assert!(!error.to_string().contains("pw@"), "{error}");
+            jail.clear_env();
+        }
+        jail.set_env("KEEL_APP_URL", "https://app.example.com/base/");
+        jail.set_env("KEEL_MAIL__SMTP_URL", "smtp://127.0.0.1:2525");
+        let config = load_in(jail).unwrap();
+        assert_eq!(config.mail.from, "Keel <no-reply@localhost>");
         Ok(())
     });
 }

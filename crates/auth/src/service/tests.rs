@@ -224,7 +224,7 @@ async fn a_disabled_account_is_refused_only_after_its_password_and_loses_every_s
     let first = f.login("ada@example.com").await;
     let second = f.login("ada@example.com").await;
 
-    let revoked = f.auth.disable_user(user.id).await.unwrap();
+    let revoked = f.auth.disable_user(user.id, None).await.unwrap();
     assert_eq!(revoked.len(), 2);
     assert_eq!(
         f.revocations().len(),
@@ -269,13 +269,13 @@ async fn a_disabled_account_is_refused_only_after_its_password_and_loses_every_s
         .unwrap()
         .disabled_at;
     f.advance(Duration::from_secs(60));
-    f.auth.disable_user(user.id).await.unwrap();
+    f.auth.disable_user(user.id, None).await.unwrap();
     let again = f.users.find_by_id(user.id).await.unwrap().unwrap();
     assert_eq!(again.disabled_at, disabled_at);
-    f.auth.enable_user(user.id).await.unwrap();
+    f.auth.enable_user(user.id, None).await.unwrap();
     f.login("ada@example.com").await;
     // An unknown account is not found.
-    let unknown = f.auth.disable_user(UserId::generate()).await;
+    let unknown = f.auth.disable_user(UserId::generate(), None).await;
     assert!(matches!(unknown, Err(AuthError::NotFound)), "{unknown:?}");
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keel_auth::{Accounts, Auth, ClientInfo, Registration, SignedIn};
+use keel_auth::{Accounts, Auth, ClientInfo, Lifecycle, Registration, SignedIn};
 use keel_domain::{Email, SessionId, User};
 use keel_session::Session;
 use keel_session::actix::{clear_session_cookie, write_session_cookie};
@@ -39,12 +39,6 @@ pub(crate) struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ProfileBody {
-    display_name: String,
-}
-
 #[derive(Serialize)]
 struct UserBody<'a> {
     user: &'a User,
@@ -78,7 +72,7 @@ struct TokensBody<'a> {
 /// A session as clients see it: no refresh-token state, and whether it is the caller's own.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SessionView<'a> {
+pub(crate) struct SessionView<'a> {
     id: SessionId,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
@@ -95,7 +89,7 @@ struct SessionView<'a> {
 }
 
 impl<'a> SessionView<'a> {
-    fn new(session: &'a Session, current: SessionId) -> Self {
+    pub(crate) fn new(session: &'a Session, current: SessionId) -> Self {
         Self {
             id: session.id,
             created_at: session.created_at,
@@ -108,7 +102,9 @@ impl<'a> SessionView<'a> {
     }
 }
 
-fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(crate) fn no_store(
+    mut response: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     response
 }
@@ -121,10 +117,11 @@ fn ip_key(req: &HttpRequest) -> String {
     client_ip(req).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
-/// POST /register: 201 with the new user.
+/// POST /register: 201 with the new user; a verification mail is queued.
 pub(crate) async fn register(
     req: HttpRequest,
     accounts: web::Data<Accounts>,
+    lifecycle: web::Data<Lifecycle>,
     quotas: web::Data<Quotas>,
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -145,6 +142,9 @@ pub(crate) async fn register(
             })
             .await,
     )?;
+    lifecycle
+        .registered(&user, &crate::routes::account::client_info(&req))
+        .await;
     let mut response = no_store(HttpResponse::Created());
     limits.apply(&mut response);
     Ok(response.json(UserBody { user: &user }))
@@ -257,18 +257,6 @@ pub(crate) async fn me(auth: web::Data<Auth>, caller: Caller) -> Result<HttpResp
         user: &user,
         session,
     }))
-}
-
-/// PATCH /users/me: 200 with the user, its display name changed.
-pub(crate) async fn update_profile(
-    accounts: web::Data<Accounts>,
-    caller: Caller,
-    body: web::Json<ProfileBody>,
-) -> Result<HttpResponse, ApiError> {
-    let user = accounts
-        .update_profile(caller.0.user_id, &body.display_name)
-        .await?;
-    Ok(no_store(HttpResponse::Ok()).json(UserBody { user: &user }))
 }
 
 /// GET /sessions: the caller's user's live sessions.

@@ -1,3 +1,4 @@
 //! Route handlers, one module per area of the API.
 
+pub(crate) mod account;
 pub(crate) mod auth;
