@@ -504,6 +504,66 @@ mod keel {
         assert_eq!(result["connectError"]["active"], false, "{result}");
     }
 
+    /// A password reset ends every session of the user, and with them every socket: both of
+    /// the user's sockets (one per session, on either transport) get a DISCONNECT within a
+    /// second and do not reconnect. The reset's token comes by mail, through a real SMTP server.
+    #[tokio::test]
+    async fn a_password_reset_disconnects_every_socket_of_the_user() {
+        let sink = keel_testkit::smtp::SmtpSink::start();
+        let url = sink.url();
+        let app = TestApp::spawn_with(move |config| {
+            config.mail.smtp_url = Some(secrecy::SecretString::from(url));
+        })
+        .await;
+        let ada = email("ada");
+        let first = signup(&app, &ada).await;
+        let second = support::login(&app, &ada).await;
+        let spec = json!([
+            {"op": "connect", "as": "ws", "token": first.access, "transports": ["websocket"]},
+            {"op": "connect", "as": "poll", "token": second.access, "transports": ["polling"]},
+            {"op": "signal", "name": "connected", "ids": true},
+            {"op": "waitDisconnect", "as": "ws", "reason": "io server disconnect", "quietMs": 1000, "save": "ws"},
+            {"op": "waitDisconnect", "as": "poll", "reason": "io server disconnect", "quietMs": 1000, "save": "poll"},
+        ]);
+        let mut client = Scenario::start("driver", &[&base(&app), "--steps", &steps(&spec)]);
+        client
+            .wait_signal("connected", Duration::from_secs(30))
+            .await;
+        let asked = app
+            .post_json("/api/v1/auth/password-reset", &json!({"email": ada}))
+            .await;
+        assert_eq!(asked.status(), StatusCode::ACCEPTED);
+        let mail = keel_testkit::eventually("the reset mail", Duration::from_secs(10), || async {
+            sink.received()
+                .into_iter()
+                .find(|mail| mail.text().contains("/reset-password?token="))
+                .ok_or(())
+        })
+        .await;
+        let text = mail.text();
+        let start = text.find("?token=").unwrap() + "?token=".len();
+        let token: String = text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let done = app
+            .post_json(
+                "/api/v1/auth/password-reset/confirm",
+                &json!({"token": token, "password": "a new and longer passphrase"}),
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::NO_CONTENT);
+        let result = client.finish().await.ok();
+        // The driver also checked that neither client tried to reconnect.
+        for name in ["ws", "poll"] {
+            let disconnect = &result["results"][name];
+            assert_eq!(
+                disconnect["reason"], "io server disconnect",
+                "{name}: {result}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn logout_disconnects_a_websocket_within_a_second_for_good() {
         logout_disconnects("websocket").await;

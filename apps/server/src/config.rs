@@ -78,6 +78,9 @@ pub struct MailConfig {
     pub poll_interval_ms: u64,
     /// Attempts before a mail is given up on (kept as failed in the outbox).
     pub max_attempts: u32,
+    /// The wait before the first retry of a mail, in milliseconds; it doubles with each
+    /// further failure, up to an hour.
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for MailConfig {
@@ -91,6 +94,7 @@ impl Default for MailConfig {
             pool_size: 4,
             poll_interval_ms: 1_000,
             max_attempts: 12,
+            retry_backoff_ms: 5_000,
         }
     }
 }
@@ -107,6 +111,7 @@ impl MailConfig {
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
             lease: (self.timeout() * 6).max(std::time::Duration::from_secs(60)),
             max_attempts: self.max_attempts,
+            first_backoff: std::time::Duration::from_millis(self.retry_backoff_ms),
             ..keel_mail::SenderConfig::default()
         }
     }
@@ -468,6 +473,7 @@ impl Config {
             ("mail.pool_size", u64::from(self.mail.pool_size)),
             ("mail.poll_interval_ms", self.mail.poll_interval_ms),
             ("mail.max_attempts", u64::from(self.mail.max_attempts)),
+            ("mail.retry_backoff_ms", self.mail.retry_backoff_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));

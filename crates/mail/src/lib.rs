@@ -108,7 +108,6 @@ fn message(
         .map_err(|error| keel_domain::MailError::Rejected(error.to_string()))
 }
 
-/// The sender mailbox, parsed once at start-up.
 /// Checks that `from` can be the sender of every mail (`Name <address>` or an address), so a
 /// configuration can be refused when it loads, naming `mail.from`.
 ///
@@ -118,6 +117,7 @@ pub fn check_sender(from: &str) -> Result<(), MailSetupError> {
     mailbox(from).map(drop)
 }
 
+/// The sender mailbox, parsed once at start-up.
 fn mailbox(from: &str) -> Result<lettre::message::Mailbox, MailSetupError> {
     from.parse()
         .map_err(|error: lettre::address::AddressError| MailSetupError::From(error.to_string()))

@@ -113,6 +113,7 @@ pub fn test_config() -> Config {
     // Development mail goes to files: into a folder of this test process, not the checkout.
     config.mail.dir = test_mail_dir();
     config.mail.poll_interval_ms = 100;
+    config.mail.retry_backoff_ms = 200;
     config
 }
 

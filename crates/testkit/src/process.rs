@@ -65,6 +65,7 @@ impl ServerProcess {
             .env("KEEL_LOG__FORMAT", "json")
             .env("KEEL_MAIL__DIR", crate::app::test_mail_dir())
             .env("KEEL_MAIL__POLL_INTERVAL_MS", "100")
+            .env("KEEL_MAIL__RETRY_BACKOFF_MS", "200")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

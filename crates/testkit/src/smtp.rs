@@ -22,6 +22,94 @@ pub struct ReceivedMail {
     pub data: String,
 }
 
+impl ReceivedMail {
+    /// The value of header `name` (case-insensitive) of the message, unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next().unwrap_or("");
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The plain-text part, its transfer encoding (7bit, quoted-printable or base64) undone.
+    ///
+    /// # Panics
+    /// When the message has no plain-text part (a failed test).
+    pub fn text(&self) -> String {
+        self.part("text/plain")
+    }
+
+    /// The HTML part, decoded as [`text`](Self::text) is.
+    ///
+    /// # Panics
+    /// When the message has no HTML part.
+    pub fn html(&self) -> String {
+        self.part("text/html")
+    }
+
+    fn part(&self, content_type: &str) -> String {
+        for part in self.data.split("\r\n--") {
+            let Some((head, body)) = part.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let head = head.to_ascii_lowercase();
+            if !head.contains(&format!("content-type: {content_type}")) {
+                continue;
+            }
+            if head.contains("content-transfer-encoding: quoted-printable") {
+                return decode_quoted_printable(body);
+            }
+            if head.contains("content-transfer-encoding: base64") {
+                return decode_base64(body);
+            }
+            return body.to_owned();
+        }
+        panic!("no {content_type} part in:\n{}", self.data);
+    }
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len() + 1
+            && let Some(hex) = joined.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn decode_base64(body: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0_u32, 0);
+    for byte in body.bytes() {
+        let Some(value) = ALPHABET.iter().position(|&c| c == byte) else {
+            continue; // line breaks, padding, the closing boundary's dashes
+        };
+        buffer = (buffer << 6) | u32::try_from(value).unwrap_or(0);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buffer >> bits) & 0xff).unwrap_or(0));
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A running SMTP sink; stopped on drop.
 pub struct SmtpSink {
     address: SocketAddr,

@@ -30,6 +30,30 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const COOKIE_NAME: &str = "keel_session";
 pub const USER_AGENT: &str = "keel-e2e/1.0";
 
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as `memory::name`,
+/// `redis::name`, `postgres::name` and `postgres_redis::name`.
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {
+        on_every_backend!(@backend memory, Memory; $($test),+);
+        on_every_backend!(@backend redis, Redis; $($test),+);
+        on_every_backend!(@backend postgres, Postgres; $($test),+);
+        on_every_backend!(@backend postgres_redis, PostgresRedis; $($test),+);
+    };
+    (@backend $module:ident, $backend:ident; $($test:ident),+) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::$backend).await;
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_every_backend;
+
 /// Where the app keeps its accounts and sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
