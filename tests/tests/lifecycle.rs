@@ -635,3 +635,37 @@ async fn password_reset_requests_are_limited_per_address() {
     let other = post(&app, RESET, &json!({"email": email("carol")})).await;
     assert_eq!(other.status(), StatusCode::ACCEPTED);
 }
+
+/// Guesses from unknown devices that lock an account tell its owner, once: the eleventh
+/// attempt is refused (429) and a notice goes to the address; later refusals send no more.
+#[tokio::test]
+async fn a_locked_account_tells_its_owner_once() {
+    let sink = SmtpSink::start();
+    let app = keel(Backend::Memory, &sink).await;
+    let ada = email("ada");
+    register(&app, &ada).await;
+    nth_mail(&sink, &ada, 1).await;
+    let guesser = reqwest::Client::builder().no_proxy().build().unwrap();
+    let guess = || async {
+        guesser
+            .post(app.url(support::LOGIN))
+            .json(&json!({"email": ada, "password": "a wrong guess"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    for _ in 0..10 {
+        assert_eq!(guess().await, StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..3 {
+        assert_eq!(guess().await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let notice = nth_mail(&sink, &ada, 2).await;
+    assert!(!notice.text().contains("token="), "{}", notice.text());
+    // A register for another address, whose mail comes after any second notice would have.
+    let bob = email("bob");
+    register(&app, &bob).await;
+    nth_mail(&sink, &bob, 1).await;
+    assert_eq!(mails_to(&sink, &ada).len(), 2, "one notice only");
+}

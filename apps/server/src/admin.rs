@@ -1,12 +1,14 @@
-//! The administrative commands of the binary: `server migrate` and
-//! `server users import-from-redis`. Each logs what it did and returns the exit code.
+//! The administrative commands of the binary: `server migrate`,
+//! `server users import-from-redis` and `server admin grant <email>`. Each logs what it did and
+//! returns the exit code.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use keel_domain::{AuditEvent, AuditKind, AuditLog as _, Email, UserChange, UserRepository as _};
 use keel_session::RedisPoolConfig;
 use keel_storage::RedisUserRepository;
-use keel_storage::postgres::{self, PgUserRepository};
+use keel_storage::postgres::{self, PgLifecycleStore, PgUserRepository};
 
 use crate::config::{Config, ConfigError};
 
@@ -105,4 +107,51 @@ pub async fn import_users_from_redis(config: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Migrates, then gives the account with `email` the `admin` role in the database (recorded in
+/// the audit log as `user.role_granted`, without an actor: the operator ran it). Exits 0 when
+/// the account has the role (now or before), 1 when no account has the address or a store
+/// failed.
+pub async fn grant_admin(config: &Config, email: &str) -> ExitCode {
+    if migrate(config).await != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
+    let Ok(email) = Email::parse_lenient(email) else {
+        tracing::error!("not an e-mail address");
+        return ExitCode::FAILURE;
+    };
+    let Ok(pool) = postgres::pool(&config.database) else {
+        tracing::error!("cannot set up the database");
+        return ExitCode::FAILURE;
+    };
+    let users = PgUserRepository::new(pool.clone(), &config.database);
+    let audit = PgLifecycleStore::new(pool, &config.database);
+    let record = match users.find_by_email(&email).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            tracing::error!("no account has this address; register it first");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot read the account");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let role = keel_auth::admin::ADMIN_ROLE;
+    if let Err(error) = users
+        .update(record.user.id, UserChange::GrantRole(role.to_owned()), now)
+        .await
+    {
+        tracing::error!(%error, "cannot grant the role");
+        return ExitCode::FAILURE;
+    }
+    let event =
+        AuditEvent::new(AuditKind::RoleGranted, Some(record.user.id), now).with("role", role);
+    if let Err(error) = audit.append(event).await {
+        tracing::warn!(%error, "the role is granted, but the audit log did not record it");
+    }
+    tracing::info!(user_id = %record.user.id, "admin role granted");
+    ExitCode::SUCCESS
 }

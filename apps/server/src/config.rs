@@ -53,6 +53,43 @@ pub struct Config {
     pub app_url: String,
     /// Mail delivery.
     pub mail: MailConfig,
+    /// Who administers accounts.
+    pub admin: AdminConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// Who administers accounts, besides the accounts granted the role (`server admin grant`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Accounts with these addresses (compared canonically) have the `admin` role; in
+    /// production only once the address is verified.
+    pub emails: Vec<String>,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are purged (daily, recorded as `audit.purged`); 0
+    /// keeps every event.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// How long events are kept; `None`: for ever.
+    pub fn retention(&self) -> Option<time::Duration> {
+        (self.retention_days > 0).then(|| time::Duration::days(i64::from(self.retention_days)))
+    }
 }
 
 /// Mail delivery: SMTP when `smtp_url` is set, `.eml` files in `dir` otherwise (development).
@@ -135,6 +172,8 @@ impl Default for Config {
             log: LogConfig::default(),
             app_url: "http://localhost:3000".to_owned(),
             mail: MailConfig::default(),
+            admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -477,6 +516,14 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        for email in &self.admin.emails {
+            if keel_domain::Email::parse_lenient(email).is_err() {
+                return Err(ConfigError::new(
+                    "admin.emails",
+                    format!("`{email}` is not an e-mail address"),
+                ));
             }
         }
         if let Err(error) = keel_mail::Templates::load(self.mail.templates.as_deref()) {

@@ -19,6 +19,8 @@ Commands:
   migrate                   apply the database migrations (database.url) and exit
   users import-from-redis   copy the accounts kept in Redis (redis.url) into PostgreSQL
                             (database.url) and exit; safe to run again
+  admin grant <email>       give the account with this address the admin role in the
+                            database (database.url) and exit; safe to run again
 
 Options:
   --print-config   print the effective configuration (secrets redacted) and exit
@@ -30,6 +32,7 @@ enum Command {
     PrintConfig,
     Migrate,
     ImportUsersFromRedis,
+    GrantAdmin(String),
 }
 
 #[allow(
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         ["--print-config"] => Command::PrintConfig,
         ["migrate"] => Command::Migrate,
         ["users", "import-from-redis"] => Command::ImportUsersFromRedis,
+        ["admin", "grant", email] => Command::GrantAdmin((*email).to_owned()),
         ["--help" | "-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
         }
     };
     let needs = match command {
-        Command::Migrate => admin::needs_database(&config),
+        Command::Migrate | Command::GrantAdmin(_) => admin::needs_database(&config),
         Command::ImportUsersFromRedis => {
             admin::needs_database(&config).and_then(|()| admin::needs_redis(&config))
         }
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         match command {
             Command::Migrate => admin::migrate(&config).await,
             Command::ImportUsersFromRedis => admin::import_users_from_redis(&config).await,
+            Command::GrantAdmin(email) => admin::grant_admin(&config, &email).await,
             Command::Serve | Command::PrintConfig => serve(config).await,
         }
     })

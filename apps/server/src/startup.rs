@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use actix_web::cookie::Key;
 use keel_auth::{
-    Accounts, Auth, JwtError, KeyRing, Lifecycle, LifecyclePorts, PasswordHasher, RefreshSecret,
+    Accounts, Admin, AdminPolicy, Auth, JwtError, KeyRing, Lifecycle, LifecyclePorts,
+    PasswordHasher, RefreshSecret,
 };
-use keel_domain::{Clock, Mailer, SystemClock};
+use keel_domain::{AuditLog, Clock, Mailer, SystemClock};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
 use keel_mail::{FileMailer, Letters, OutboxSender, SmtpConfig, SmtpMailer, Templates};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
@@ -196,6 +197,17 @@ impl Application {
         );
         let stop = shutdown.token();
         shutdown.spawn(async move { sender.run(stop.cancelled_owned()).await });
+        spawn_audit_retention(&lifecycle_stores.audit, &config, &shutdown);
+        let admin = Admin::new(
+            Arc::clone(&users),
+            Arc::clone(&lifecycle_stores.audit),
+            auth.clone(),
+            AdminPolicy::new(
+                config.admin.emails.iter().map(String::as_str),
+                config.profile == Profile::Production,
+            ),
+            Arc::clone(&clock),
+        );
         let lifecycle = Lifecycle::new(
             LifecyclePorts {
                 users: Arc::clone(&users),
@@ -214,6 +226,7 @@ impl Application {
             accounts: Accounts::new(users, hasher, clock),
             auth,
             lifecycle,
+            admin,
             dev_pages: config.profile == Profile::Development,
             quotas,
             cookie,
@@ -314,6 +327,34 @@ impl Application {
         tracing::info!("shutdown: complete");
         Ok(())
     }
+}
+
+/// How often the audit log's retention runs.
+const AUDIT_RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Purges audit events past `audit.retention_days`, at start and then daily, on the shutdown
+/// tracker. Every instance runs it; a purge that finds nothing old is cheap.
+fn spawn_audit_retention(audit: &Arc<dyn AuditLog>, config: &Config, shutdown: &Shutdown) {
+    let Some(retention) = config.audit.retention() else {
+        return;
+    };
+    let audit = Arc::clone(audit);
+    let token = shutdown.token();
+    shutdown.spawn(async move {
+        let mut interval = tokio::time::interval(AUDIT_RETENTION_INTERVAL);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = interval.tick() => {
+                    let before = time::OffsetDateTime::now_utc() - retention;
+                    match audit.purge(before).await {
+                        Ok(purged) => tracing::info!(purged, "audit retention"),
+                        Err(error) => tracing::warn!(%error, "audit retention failed; trying again later"),
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The mail transport: SMTP when configured, else (development: production requires SMTP)

@@ -42,6 +42,12 @@ pub enum AccountError {
     /// The password given to confirm a change is wrong.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The caller may not do this (the authorization policy said no).
+    #[error("forbidden")]
+    Forbidden,
+    /// The account asked for does not exist.
+    #[error("not found")]
+    NotFound,
     /// A store cannot answer.
     #[error("a store cannot answer")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -3,6 +3,7 @@
 pub mod accounts;
 #[cfg(feature = "actix")]
 pub mod actix;
+pub mod admin;
 pub mod jwt;
 pub mod lifecycle;
 pub mod password;
@@ -13,6 +14,7 @@ mod test_support;
 pub mod verifier;
 
 pub use accounts::{AccountError, Accounts, Registration};
+pub use admin::{Action, Actor, Admin, AdminPolicy, AdminUserView, authorize};
 pub use jwt::{
     AccessClaims, InvalidTokenReason, IssuedToken, JwtAlgorithm, JwtConfig, JwtError, KeyConfig,
     KeyRing, VerifiedTokenCache,

@@ -488,6 +488,24 @@ impl Lifecycle {
         })
     }
 
+    /// Tells the owner of `email`, if an account has it, that failed logins locked the account
+    /// against devices it does not know (its known devices still log in). Best effort, and
+    /// the caller limits how often.
+    pub async fn account_locked(&self, email: &str) {
+        let Ok(email) = Email::parse_lenient(email) else {
+            return;
+        };
+        match self.inner.ports.users.find_by_email(&email).await {
+            Ok(Some(record)) if record.disabled_at.is_none() => {
+                tracing::info!(user_id = %record.user.id, "account locked against unknown devices");
+                self.notify(&record.user.email, &record.user, Notice::AccountLocked)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not look up a locked account"),
+        }
+    }
+
     async fn account(&self, user_id: UserId) -> Result<UserRecord, AccountError> {
         self.inner
             .ports

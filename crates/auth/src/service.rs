@@ -341,11 +341,13 @@ impl Auth {
         match inner.hasher.verify(password, &record.password_hash).await {
             Ok(true) => {}
             Ok(false) => {
-                let event = client.event(
-                    AuditKind::UserLoginFailed,
-                    record.user.id,
-                    inner.clock.now(),
-                );
+                let event = client
+                    .event(
+                        AuditKind::UserLoginFailed,
+                        record.user.id,
+                        inner.clock.now(),
+                    )
+                    .with("reason", "invalid_credentials");
                 self.audit(event).await;
                 return Err(AuthError::InvalidCredentials);
             }
@@ -362,6 +364,14 @@ impl Auth {
         }
         if record.disabled_at.is_some() {
             tracing::info!(user_id = %record.user.id, "login refused: the account is disabled");
+            let event = client
+                .event(
+                    AuditKind::UserLoginFailed,
+                    record.user.id,
+                    inner.clock.now(),
+                )
+                .with("reason", "account_disabled");
+            self.audit(event).await;
             return Err(AuthError::AccountDisabled);
         }
         if inner.hasher.needs_rehash(&record.password_hash) {
@@ -544,16 +554,31 @@ impl Auth {
     /// Revokes every session of `user_id` and returns their ids; the revocation listeners are
     /// told.
     pub async fn logout_all(&self, user_id: UserId) -> Result<Vec<SessionId>, AuthError> {
+        self.revoke_all(user_id, None).await
+    }
+
+    /// Revokes every session of `user_id` on behalf of administrator `actor`; returns how many
+    /// there were. The revocation listeners are told.
+    pub async fn revoke_all_by(&self, user_id: UserId, actor: UserId) -> Result<usize, AuthError> {
+        Ok(self.revoke_all(user_id, Some(actor)).await?.len())
+    }
+
+    async fn revoke_all(
+        &self,
+        user_id: UserId,
+        actor: Option<UserId>,
+    ) -> Result<Vec<SessionId>, AuthError> {
         let revoked = self.inner.sessions.revoke_all_for_user(user_id).await?;
         if !revoked.is_empty() {
             self.notify(&revoked);
         }
-        let event = AuditEvent::new(
+        let mut event = AuditEvent::new(
             AuditKind::SessionRevoked,
             Some(user_id),
             self.inner.clock.now(),
         )
         .with("sessions", revoked.len());
+        event.actor_id = actor;
         self.audit(event).await;
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "signed out everywhere");
         Ok(revoked)

@@ -32,6 +32,8 @@ pub use lifecycle::{
 pub use mail::{Composer, Mail, MailError, Mailer, Notice};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};
-pub use repository::{BoxFuture, RepositoryError, UserChange, UserRepository, apply_email_change};
+pub use repository::{
+    BoxFuture, RepositoryError, UserChange, UserQuery, UserRepository, apply_email_change,
+};
 pub use user::{User, UserRecord, truncate_to_micros};
 pub use validation::{ValidationError, ValidationErrors, codes};

@@ -152,6 +152,34 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Deletes account `id` and frees its address; says whether there was such an account.
     /// What else belongs to the account (sessions, tokens) is deleted by its own store.
     fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>>;
+
+    /// The accounts that `query` selects, newest first (ids are time-ordered UUIDv7).
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>>;
+}
+
+/// A page of accounts to read (administration): newest first, optionally searched.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserQuery {
+    /// Only accounts whose e-mail (canonical form) or display name (lowercased) contains this,
+    /// lowercased.
+    pub search: Option<String>,
+    /// Only accounts older than this one (the last of the previous page).
+    pub before: Option<UserId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl UserQuery {
+    /// Whether `user` passes the search and page bound; stores that cannot filter on the
+    /// server use this, so they agree with those that can.
+    pub fn matches(&self, user: &crate::user::User) -> bool {
+        self.before.is_none_or(|before| user.id < before)
+            && self.search.as_deref().is_none_or(|needle| {
+                let needle = needle.to_lowercase();
+                user.email.canonical().contains(&needle)
+                    || user.display_name.as_str().to_lowercase().contains(&needle)
+            })
+    }
 }
 
 /// What every store does to a record whose address changes, so that they agree.
@@ -228,6 +256,13 @@ mod tests {
 
         fn delete(&self, _id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
             Box::pin(std::future::ready(Ok(false)))
+        }
+
+        fn list(
+            &self,
+            _query: UserQuery,
+        ) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+            Box::pin(std::future::ready(Ok(Vec::new())))
         }
     }
 

@@ -21,7 +21,7 @@ use crate::security_headers::SecurityHeaders;
 use crate::{extract, routes};
 use actix_web::cookie::Key;
 use keel_auth::actix::CsrfPolicy;
-use keel_auth::{Accounts, Auth, Lifecycle};
+use keel_auth::{Accounts, Admin, Auth, Lifecycle};
 use keel_realtime::RealtimeServer;
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, session_middleware};
 
@@ -37,6 +37,8 @@ pub struct Services {
     pub auth: Auth,
     /// The account lifecycle: verification, reset, changes, deletion, export.
     pub lifecycle: Lifecycle,
+    /// Administration: accounts and the audit log, for the `admin` role.
+    pub admin: Admin,
     /// Whether Keel serves its development pages at `/verify-email` and `/reset-password`
     /// (development only: in production the product's front end serves those paths).
     pub dev_pages: bool,
@@ -61,6 +63,7 @@ struct Inner {
     accounts: web::Data<Accounts>,
     auth: web::Data<Auth>,
     lifecycle: web::Data<Lifecycle>,
+    admin: web::Data<Admin>,
     dev_pages: bool,
     quotas: web::Data<Quotas>,
     csrf: web::Data<CsrfPolicy>,
@@ -96,6 +99,7 @@ impl HttpApp {
                 accounts: web::Data::new(services.accounts),
                 auth: web::Data::new(services.auth),
                 lifecycle: web::Data::new(services.lifecycle),
+                admin: web::Data::new(services.admin),
                 dev_pages: services.dev_pages,
                 quotas: web::Data::new(services.quotas),
                 csrf: web::Data::new(CsrfPolicy::new(cors.allowed_origins.iter())),
@@ -149,6 +153,7 @@ impl HttpApp {
             .app_data(inner.accounts.clone())
             .app_data(inner.auth.clone())
             .app_data(inner.lifecycle.clone())
+            .app_data(inner.admin.clone())
             .app_data(inner.quotas.clone())
             .app_data(inner.csrf.clone())
             .app_data(inner.devices.clone())
@@ -211,6 +216,19 @@ impl HttpApp {
                     .default_service(web::to(|| async { method_not_allowed("PATCH, DELETE") })),
             )
             .service(get("/users/me/export", routes::account::export))
+            .service(get("/admin/users", routes::admin::list_users))
+            .service(get("/admin/users/{id}", routes::admin::get_user))
+            .service(post(
+                "/admin/users/{id}/disable",
+                routes::admin::disable_user,
+            ))
+            .service(post("/admin/users/{id}/enable", routes::admin::enable_user))
+            .service(
+                web::resource("/admin/users/{id}/sessions")
+                    .route(web::delete().to(routes::admin::revoke_sessions))
+                    .default_service(web::to(|| async { method_not_allowed("DELETE") })),
+            )
+            .service(get("/admin/audit", routes::admin::audit))
             .default_service(web::to(not_found))
             .wrap(session_cookies());
         let app = match &inner.realtime {

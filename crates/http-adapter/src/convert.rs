@@ -50,6 +50,12 @@ impl From<AccountError> for ApiError {
             AccountError::InvalidCredentials => {
                 unauthorized("invalid_credentials", "The password is wrong.", "Bearer")
             }
+            AccountError::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This needs a role the caller does not have.",
+            ),
+            AccountError::NotFound => ApiError::not_found(),
             AccountError::Unavailable(cause) => ApiError::dependency_unavailable(cause),
         }
     }

@@ -11,7 +11,7 @@
 //!
 //! use actix_web::cookie::Key;
 //! use keel_auth::{
-//!     Accounts, Auth, JwtConfig, KeyRing, Lifecycle, LifecyclePorts, PasswordHasher,
+//!     Accounts, Admin, AdminPolicy, Auth, JwtConfig, KeyRing, Lifecycle, LifecyclePorts, PasswordHasher,
 //!     PasswordHashingConfig, RefreshSecret,
 //! };
 //! use keel_mail::{Letters, Templates};
@@ -45,11 +45,14 @@
 //!     auth.clone(),
 //!     clock.clone(),
 //! );
+//! let admin = Admin::new(users.clone(), Arc::new(MemoryLifecycleStore::new()), auth.clone(),
+//!                        AdminPolicy::default(), clock.clone());
 //! let services = Services {
 //!     readiness: Readiness::new(Vec::new(), Duration::from_secs(1), "1.0.0"),
 //!     accounts: Accounts::new(users, hasher, clock),
 //!     auth,
 //!     lifecycle,
+//!     admin,
 //!     dev_pages: true,
 //!     quotas: Quotas::new(&QuotaConfig::default(), true, Arc::new(InMemoryRateLimiter::new()))?,
 //!     cookie: (SessionCookieConfig { secure: false, name: None }, Key::generate()),

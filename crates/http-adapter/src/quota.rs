@@ -124,6 +124,7 @@ pub struct Quotas {
     socket_connect_ip: Quota,
     pub(crate) account_ip: Quota,
     pub(crate) mail_address: Quota,
+    lock_notice: Quota,
 }
 
 impl Quotas {
@@ -149,6 +150,14 @@ impl Quotas {
             socket_connect_ip: quota("socket-connect-ip", config.socket_connect_ip)?,
             account_ip: quota("account-ip", config.account_ip)?,
             mail_address: quota("mail-address", config.mail_address)?,
+            // Internal, not configurable: one lockout notice per account and hour.
+            lock_notice: quota(
+                "lock-notice",
+                QuotaSpec {
+                    limit: 1,
+                    window_seconds: 3600,
+                },
+            )?,
         })
     }
 
@@ -206,19 +215,33 @@ impl Quotas {
         ip: &str,
         account: &str,
         device: Option<&str>,
-    ) -> Result<LoginBudget, ApiError> {
+    ) -> Result<LoginBudget, LoginRefused> {
         let (failures, key) = match device {
             Some(device) => (&self.login_device, format!("{device}:{account}")),
             None => (&self.login_email, account.to_owned()),
         };
-        let headers = self
-            .check(&[(&self.login_ip, ip), (failures, &key)])
-            .await?;
-        Ok(LoginBudget {
-            headers,
-            failures: *failures,
-            key,
-        })
+        match self
+            .check_each(&[(&self.login_ip, ip), (failures, &key)])
+            .await
+        {
+            Ok(headers) => Ok(LoginBudget {
+                headers,
+                failures: *failures,
+                key,
+            }),
+            Err((error, denied)) => Err(LoginRefused {
+                error,
+                // The account's own budget ran out, for devices it does not know.
+                locked: device.is_none() && denied.contains(&1),
+            }),
+        }
+    }
+
+    /// Whether a notice that `account` is locked should go out now: at most one an hour, so
+    /// an attacker's guesses cannot flood the owner's inbox.
+    pub(crate) async fn first_lock_notice(&self, account: &str) -> bool {
+        let now = OffsetDateTime::now_utc();
+        matches!(self.decide(&self.lock_notice, account, now).await, Ok(decision) if decision.allowed)
     }
 
     /// Gives back the failure budget that [`admit_login`](Self::admit_login) counted: the
@@ -249,21 +272,31 @@ impl Quotas {
     /// Checks every `(quota, key)` pair; all must allow. The outcome carries the headers to put
     /// on the response either way.
     pub(crate) async fn check(&self, checks: &[(&Quota, &str)]) -> Result<QuotaHeaders, ApiError> {
+        self.check_each(checks).await.map_err(|(error, _)| error)
+    }
+
+    /// [`check`](Self::check), saying on refusal which of `checks` (by index) refused.
+    async fn check_each(
+        &self,
+        checks: &[(&Quota, &str)],
+    ) -> Result<QuotaHeaders, (ApiError, Vec<usize>)> {
         if !self.enabled {
             return Ok(QuotaHeaders::default());
         }
         let now = OffsetDateTime::now_utc();
         let mut headers = QuotaHeaders::default();
         let mut denied: Option<u64> = None;
-        for (quota, key) in checks {
+        let mut refused = Vec::new();
+        for (index, (quota, key)) in checks.iter().enumerate() {
             let decision = self
                 .decide(quota, key, now)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(|error| (ApiError::internal(error), Vec::new()))?;
             headers.push(quota, &decision);
             if !decision.allowed {
                 let wait = decision.retry_after_seconds().unwrap_or(1);
                 denied = Some(denied.map_or(wait, |w| w.max(wait)));
+                refused.push(index);
             }
         }
         match denied {
@@ -278,10 +311,18 @@ impl Quotas {
                 for (name, value) in headers.pairs() {
                     error = error.with_header(name, value);
                 }
-                Err(error)
+                Err((error, refused))
             }
         }
     }
+}
+
+/// Why [`Quotas::admit_login`] refused: the 429 to answer, and whether it is the account's
+/// lock against unknown devices (which tells its owner, once an hour).
+#[derive(Debug)]
+pub(crate) struct LoginRefused {
+    pub(crate) error: ApiError,
+    pub(crate) locked: bool,
 }
 
 /// What [`Quotas::admit_login`] admitted: the headers for the answer, and the failure budget

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use keel_domain::{
-    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
 };
 use time::OffsetDateTime;
 
@@ -179,6 +179,11 @@ impl UserRepository for LocalUserCache {
             self.invalidate(id);
             deleted
         })
+    }
+
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        // Administration reads the store itself: a list must not be a page of stale copies.
+        self.store.list(query)
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use keel_domain::{
-    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
     apply_email_change,
 };
 use time::OffsetDateTime;
@@ -171,6 +171,19 @@ impl UserRepository for InMemoryUserRepository {
 
     fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
         Box::pin(std::future::ready(Ok(self.delete_now(id))))
+    }
+
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        let maps = self.maps();
+        let mut found: Vec<UserRecord> = maps
+            .by_id
+            .values()
+            .filter(|record| query.matches(&record.user))
+            .cloned()
+            .collect();
+        found.sort_by_key(|record| std::cmp::Reverse(record.user.id));
+        found.truncate(query.limit);
+        Box::pin(std::future::ready(Ok(found)))
     }
 }
 

@@ -7,8 +7,8 @@ use std::fmt;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{AsyncCommands, Script};
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
-    UserRepository, apply_email_change,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserQuery,
+    UserRecord, UserRepository, apply_email_change,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -492,6 +492,28 @@ impl UserRepository for RedisUserRepository {
 
     fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
         Box::pin(self.delete_now(id))
+    }
+
+    /// Redis keeps no index of accounts: this walks them all (`SCAN`) for each page, which
+    /// suits the administration of a small deployment. With PostgreSQL configured, accounts
+    /// live there and a page is one indexed query.
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let (next, records) = self.scan_accounts(cursor, 500).await?;
+                found.extend(records.into_iter().filter(|r| query.matches(&r.user)));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            found.sort_by_key(|record| std::cmp::Reverse(record.user.id));
+            found.dedup_by_key(|record| record.user.id);
+            found.truncate(query.limit);
+            Ok(found)
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Script};
 use keel_domain::{
-    BoxFuture, Email, RepositoryError, UserChange, UserId, UserRecord, UserRepository,
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
 };
 use time::OffsetDateTime;
 
@@ -227,6 +227,11 @@ impl UserRepository for CachedUserRepository {
             }
             deleted
         })
+    }
+
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        // Administration reads the store itself: a list must not be a page of stale copies.
+        self.store.list(query)
     }
 }
 

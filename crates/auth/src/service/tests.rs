@@ -90,6 +90,13 @@ impl UserRepository for Users {
     fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
         self.inner.delete(id)
     }
+
+    fn list(
+        &self,
+        query: keel_domain::UserQuery,
+    ) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        self.inner.list(query)
+    }
 }
 
 struct Fixture {

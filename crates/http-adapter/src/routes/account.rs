@@ -12,7 +12,7 @@ use crate::caller::Caller;
 use crate::edge::ClientIp;
 use crate::error::ApiError;
 use crate::quota::Quotas;
-use crate::routes::auth::{SessionView, no_store};
+use crate::routes::auth::{SessionView, ip_key, no_store};
 
 /// Longest address used as a rate-limit key.
 const MAX_EMAIL_KEY_CHARS: usize = 254;
@@ -80,12 +80,6 @@ pub(crate) fn client_info(req: &HttpRequest) -> ClientInfo {
             .map(str::to_owned),
         ip: req.extensions().get::<ClientIp>().map(|ip| ip.0),
     }
-}
-
-fn ip_key(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<ClientIp>()
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.0.to_string())
 }
 
 /// An address as quotas key it: canonical when it parses, else as typed, lowercased.

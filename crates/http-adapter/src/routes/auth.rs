@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keel_auth::{Accounts, Auth, ClientInfo, Lifecycle, Registration, SignedIn};
+use keel_auth::{Accounts, Auth, Lifecycle, Registration, SignedIn};
 use keel_domain::{Email, SessionId, User};
 use keel_session::Session;
 use keel_session::actix::{clear_session_cookie, write_session_cookie};
@@ -113,7 +113,8 @@ fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.extensions().get::<ClientIp>().map(|ip| ip.0)
 }
 
-fn ip_key(req: &HttpRequest) -> String {
+/// The client's IP as quotas key it.
+pub(crate) fn ip_key(req: &HttpRequest) -> String {
     client_ip(req).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
@@ -158,6 +159,7 @@ pub(crate) async fn register(
 pub(crate) async fn login(
     req: HttpRequest,
     auth: web::Data<Auth>,
+    lifecycle: web::Data<Lifecycle>,
     quotas: web::Data<Quotas>,
     devices: web::Data<DeviceCookies>,
     body: web::Json<LoginBody>,
@@ -175,18 +177,20 @@ pub(crate) async fn login(
         .take(MAX_EMAIL_KEY_CHARS)
         .collect();
     let device = devices.known(&req, &email_key);
-    let budget = quotas
+    let budget = match quotas
         .admit_login(&ip_key(&req), &email_key, device.as_deref())
-        .await?;
-    let limits = &budget.headers;
-    let client = ClientInfo {
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|agent| agent.to_str().ok())
-            .map(str::to_owned),
-        ip: client_ip(&req),
+        .await
+    {
+        Ok(budget) => budget,
+        Err(refused) => {
+            if refused.locked && quotas.first_lock_notice(&email_key).await {
+                lifecycle.account_locked(&email).await;
+            }
+            return Err(refused.error);
+        }
     };
+    let limits = &budget.headers;
+    let client = crate::routes::account::client_info(&req);
     let signed_in = limits.on_error(auth.login(&email, &password, client).await)?;
     quotas.login_succeeded(&budget).await;
     let csrf = write_session_cookie(&req, signed_in.session.id).map_err(ApiError::internal)?;

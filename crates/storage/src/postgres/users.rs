@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserRecord,
-    UserRepository, truncate_to_micros,
+    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserQuery,
+    UserRecord, UserRepository, truncate_to_micros,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Row as _, postgres::PgDatabaseError};
@@ -242,6 +242,24 @@ impl UserRepository for PgUserRepository {
                 }
                 Err(other) => Err(unavailable(other)),
             }
+        }))
+    }
+
+    fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            // strpos, not LIKE: the search is text, never a pattern.
+            let rows = sqlx::query(select_users!(
+                "WHERE ($1::text IS NULL OR strpos(email_canonical, $1) > 0 \
+                 OR strpos(lower(display_name), $1) > 0) \
+                 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+            ))
+            .bind(query.search.map(|needle| needle.to_lowercase()))
+            .bind(query.before.map(|id| *id.as_uuid()))
+            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            rows.iter().map(decode).collect()
         }))
     }
 

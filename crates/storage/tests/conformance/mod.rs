@@ -149,6 +149,23 @@ impl UserRepository for Changing {
         let deleted = self.records.lock().unwrap().remove(&id).is_some();
         Box::pin(async move { Ok(deleted) })
     }
+
+    fn list(
+        &self,
+        query: keel_domain::UserQuery,
+    ) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
+        let mut found: Vec<_> = self
+            .records
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| query.matches(&r.user))
+            .cloned()
+            .collect();
+        found.sort_by_key(|r| std::cmp::Reverse(r.user.id));
+        found.truncate(query.limit);
+        Box::pin(async move { Ok(found) })
+    }
 }
 
 /// The race every cache in front of a store must win: a reader misses, reads the old account
@@ -218,6 +235,7 @@ macro_rules! user_repository_suite {
             a_new_password_a_verified_address_and_a_role_are_kept,
             an_address_changes_atomically_and_frees_the_old_one,
             a_deleted_account_is_gone_everywhere_and_its_address_is_free,
+            accounts_list_newest_first_in_pages_and_by_search,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -379,6 +397,80 @@ where
             .unwrap(),
         Some(again)
     );
+}
+
+pub async fn accounts_list_newest_first_in_pages_and_by_search<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    use keel_domain::UserQuery;
+    let h = make().await;
+    let mut ids = Vec::new();
+    for who in ["ada.lovelace", "bob", "carol", "dave.lovelace"] {
+        let record = record(&format!("{who}@example.com"));
+        ids.push(record.user.id);
+        h.repo.insert(record).await.unwrap();
+    }
+    ids.reverse(); // newest first
+    let all = h
+        .other
+        .list(UserQuery {
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    let listed: Vec<_> = all
+        .iter()
+        .map(|r| r.user.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(listed, ids);
+    // Pages of one, each before the last of the previous one.
+    let mut paged = Vec::new();
+    let mut before = None;
+    while let Some(last) = h
+        .repo
+        .list(UserQuery {
+            before,
+            limit: 1,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap()
+        .pop()
+    {
+        before = Some(last.user.id);
+        if ids.contains(&last.user.id) {
+            paged.push(last.user.id);
+        }
+    }
+    assert_eq!(paged, ids);
+    // A search in any case matches the address or the name, and is text, not a pattern.
+    let found = h
+        .repo
+        .list(UserQuery {
+            search: Some("LOVELACE".into()),
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    let found: Vec<_> = found.iter().map(|r| r.user.id).collect();
+    assert_eq!(found, [ids[0], ids[3]]);
+    for pattern in ["%", "_", "*"] {
+        let none = h
+            .repo
+            .list(UserQuery {
+                search: Some(pattern.into()),
+                limit: 100,
+                ..UserQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{pattern:?} matched {none:?}");
+    }
 }
 
 pub async fn an_inserted_user_is_found_by_id_and_by_any_spelling_of_its_email<F, Fut>(make: F)
