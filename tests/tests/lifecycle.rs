@@ -510,7 +510,46 @@ async fn the_export_holds_the_account_its_sessions_and_its_audit_events(backend:
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
+async fn a_password_reset_kills_a_pending_email_change(backend: Backend) {
+    let sink = SmtpSink::start();
+    let app = keel(backend, &sink).await;
+    let (ada, thief) = (email("ada"), email("thief"));
+    // Someone who knew the password asks to move the account to their address...
+    let login = signup(&app, &ada).await;
+    let asked = authed(
+        &app,
+        Method::POST,
+        CHANGE_EMAIL,
+        &login.access,
+        &json!({"newEmail": thief, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let stolen = token_in(&nth_mail(&sink, &thief, 1).await, "verify-email");
+    // ...the owner resets the password...
+    assert_eq!(
+        post(&app, RESET, &json!({"email": ada})).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let reset = token_in(&nth_mail(&sink, &ada, 2).await, "reset-password");
+    let done = post(
+        &app,
+        RESET_CONFIRM,
+        &json!({"token": reset, "password": NEW_PASSWORD}),
+    )
+    .await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    // ...and the change link no longer works.
+    let late = post(&app, VERIFY_EMAIL, &json!({"token": stolen})).await;
+    assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        login_raw(&app, &ada, NEW_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
 on_every_backend!(
+    a_password_reset_kills_a_pending_email_change,
     registration_mails_a_link_that_verifies_the_address_once,
     a_resent_link_verifies_and_the_first_one_still_works_until_used,
     a_password_reset_revokes_every_session_and_spends_every_reset_link,
@@ -668,4 +707,37 @@ async fn a_locked_account_tells_its_owner_once() {
     register(&app, &bob).await;
     nth_mail(&sink, &bob, 1).await;
     assert_eq!(mails_to(&sink, &ada).len(), 2, "one notice only");
+}
+
+/// The routes that check a signed-in caller's password share the account's login budget, so a
+/// stolen access token cannot guess the password from many addresses; wrong guesses are
+/// recorded as failed logins.
+#[tokio::test]
+async fn password_checks_of_a_signed_in_caller_are_limited_per_account() {
+    let sink = SmtpSink::start();
+    let app = keel(Backend::Memory, &sink).await;
+    let login = signup(&app, &email("ada")).await;
+    let guess = json!({"currentPassword": "a wrong guess", "newPassword": NEW_PASSWORD});
+    for _ in 0..10 {
+        let response = authed(&app, Method::POST, CHANGE_PASSWORD, &login.access, &guess).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = authed(&app, Method::POST, CHANGE_PASSWORD, &login.access, &guess).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let deletion = authed(
+        &app,
+        Method::DELETE,
+        USERS_ME,
+        &login.access,
+        &json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        deletion.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the budget is the account's"
+    );
+    let types = exported_types(&app, &login.access).await;
+    let failed = types.iter().filter(|t| *t == "user.login_failed").count();
+    assert_eq!(failed, 10, "{types:?}");
 }

@@ -142,14 +142,17 @@ impl MailConfig {
         std::time::Duration::from_millis(self.timeout_ms)
     }
 
-    /// How the outbox sender paces itself; its lease outlasts a whole SMTP exchange.
+    /// How the outbox sender paces itself; its lease outlasts a whole batch of SMTP exchanges
+    /// (each a handful of steps, every one bounded by the timeout).
     pub fn sender(&self) -> keel_mail::SenderConfig {
+        let defaults = keel_mail::SenderConfig::default();
+        let batch = u32::try_from(defaults.batch).unwrap_or(u32::MAX);
         keel_mail::SenderConfig {
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
-            lease: (self.timeout() * 6).max(std::time::Duration::from_secs(60)),
+            lease: (self.timeout() * 6 * batch).max(std::time::Duration::from_secs(60)),
             max_attempts: self.max_attempts,
             first_backoff: std::time::Duration::from_millis(self.retry_backoff_ms),
-            ..keel_mail::SenderConfig::default()
+            ..defaults
         }
     }
 }

@@ -203,6 +203,10 @@ impl Lifecycle {
             .await?
             .ok_or(AccountError::InvalidToken)?
             .user;
+        // Links mailed to the old address (a reset, a verification) must not work for the new.
+        for purpose in [TokenPurpose::ResetPassword, TokenPurpose::VerifyEmail] {
+            tokens.spend_all(user.id, purpose).await?;
+        }
         self.notify(
             &old.user.email,
             &old.user,
@@ -229,23 +233,31 @@ impl Lifecycle {
         client: &ClientInfo,
     ) -> Result<(), AccountError> {
         let inner = &self.inner;
-        let mut errors = ValidationErrors::new();
-        if errors.check(Email::parse(email)).is_none() {
-            return Err(AccountError::Invalid(errors));
-        }
-        // Lenient, as login: an address registered before today's rules still resets.
-        let record = match Email::parse_lenient(email) {
-            Ok(email) => inner.ports.users.find_by_email(&email).await?,
-            Err(_) => None,
+        // Lenient, as login: an address registered before today's rules still resets; only
+        // input that is no address at all is refused.
+        let email = match Email::parse_lenient(email) {
+            Ok(email) => email,
+            Err(error) => {
+                let mut errors = ValidationErrors::new();
+                errors.push(error);
+                return Err(AccountError::Invalid(errors));
+            }
         };
+        let record = inner.ports.users.find_by_email(&email).await?;
         let Some(record) = record.filter(|record| record.disabled_at.is_none()) else {
-            // One write-sized round trip, as issuing costs, so timing tells nothing either.
+            // Store work of the same kind as issuing (a spend, and a recorded event), so the
+            // answer's timing says as little as its body about whether the address has an
+            // account. The event names no address: it may be no user's.
             let now = inner.clock.now();
             inner
                 .ports
                 .tokens
                 .spend(TokenPurpose::ResetPassword, random_hash(), now)
                 .await?;
+            let mut event = AuditEvent::new(AuditKind::PasswordResetRequested, None, now)
+                .with("account", false);
+            event.ip = client.ip;
+            inner.auth.audit(event).await;
             return Ok(());
         };
         let user = &record.user;
@@ -300,11 +312,7 @@ impl Lifecycle {
             .update(user_id, UserChange::VerifyEmail, now)
             .await?
             .ok_or(AccountError::InvalidToken)?;
-        inner
-            .ports
-            .tokens
-            .spend_all(user_id, TokenPurpose::ResetPassword)
-            .await?;
+        self.spend_links(user_id).await?;
         let revoked = inner.auth.logout_all(user_id).await?;
         self.notify(&record.user.email, &record.user, Notice::PasswordChanged)
             .await;
@@ -334,7 +342,7 @@ impl Lifecycle {
         let user_id = principal.user_id;
         let new = valid_password(new, "newPassword")?;
         let record = self.account(user_id).await?;
-        self.check_password(&record, current).await?;
+        self.check_password(&record, current, client).await?;
         let password_hash = inner.hasher.hash(new.expose_secret()).await?;
         let now = inner.clock.now();
         inner
@@ -343,11 +351,7 @@ impl Lifecycle {
             .update(user_id, UserChange::PasswordHash(password_hash), now)
             .await?
             .ok_or(AccountError::Gone)?;
-        inner
-            .ports
-            .tokens
-            .spend_all(user_id, TokenPurpose::ResetPassword)
-            .await?;
+        self.spend_links(user_id).await?;
         let revoked = inner
             .auth
             .logout_others(user_id, principal.session.id)
@@ -381,7 +385,7 @@ impl Lifecycle {
             return Err(AccountError::Invalid(errors));
         };
         let record = self.account(principal.user_id).await?;
-        self.check_password(&record, password).await?;
+        self.check_password(&record, password, client).await?;
         match inner.ports.users.find_by_email(&new_email).await? {
             Some(owner) if owner.user.id != record.user.id => return Err(AccountError::EmailTaken),
             _ => {}
@@ -445,11 +449,11 @@ impl Lifecycle {
         let inner = &self.inner;
         let user_id = principal.user_id;
         let record = self.account(user_id).await?;
-        self.check_password(&record, password).await?;
-        // Sessions first: nothing may stay signed in to an account that is going.
+        self.check_password(&record, password, client).await?;
+        // Sessions first: nothing may stay signed in to an account that is going. The account
+        // goes last, so a step that fails leaves it in place for the user to try again.
         let revoked = inner.auth.logout_all(user_id).await?;
         inner.ports.tokens.forget_user(user_id).await?;
-        inner.ports.users.delete(user_id).await?;
         let now = inner.clock.now();
         inner
             .auth
@@ -460,6 +464,7 @@ impl Lifecycle {
             )
             .await;
         inner.ports.audit.scrub(user_id).await?;
+        inner.ports.users.delete(user_id).await?;
         tracing::info!(user_id = %user_id, "account deleted");
         Ok(())
     }
@@ -506,6 +511,15 @@ impl Lifecycle {
         }
     }
 
+    /// Spends every link that could take the account over: outstanding resets and e-mail
+    /// changes (a password change or reset must lock out whoever started them).
+    async fn spend_links(&self, user_id: UserId) -> Result<(), AccountError> {
+        for purpose in [TokenPurpose::ResetPassword, TokenPurpose::ChangeEmail] {
+            self.inner.ports.tokens.spend_all(user_id, purpose).await?;
+        }
+        Ok(())
+    }
+
     async fn account(&self, user_id: UserId) -> Result<UserRecord, AccountError> {
         self.inner
             .ports
@@ -515,19 +529,25 @@ impl Lifecycle {
             .ok_or(AccountError::Gone)
     }
 
+    /// Checks the password that confirms a change; a wrong one is recorded as a failed login.
     async fn check_password(
         &self,
         record: &UserRecord,
         password: &str,
+        client: &ClientInfo,
     ) -> Result<(), AccountError> {
-        match self
-            .inner
-            .hasher
-            .verify(password, &record.password_hash)
-            .await
-        {
+        let inner = &self.inner;
+        match inner.hasher.verify(password, &record.password_hash).await {
             Ok(true) => Ok(()),
             Ok(false) | Err(PasswordError::MalformedHash | PasswordError::UnsupportedParams) => {
+                let event = client
+                    .event(
+                        AuditKind::UserLoginFailed,
+                        record.user.id,
+                        inner.clock.now(),
+                    )
+                    .with("reason", "password_check");
+                inner.auth.audit(event).await;
                 Err(AccountError::InvalidCredentials)
             }
             Err(other) => Err(other.into()),

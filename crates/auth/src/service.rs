@@ -374,8 +374,12 @@ impl Auth {
             self.audit(event).await;
             return Err(AuthError::AccountDisabled);
         }
-        if inner.hasher.needs_rehash(&record.password_hash) {
-            self.rehash(&record, password).await;
+        // The hash this login verified, as the store has it once the rehash (if any) is done.
+        let mut verified_hash = record.password_hash.clone();
+        if inner.hasher.needs_rehash(&record.password_hash)
+            && let Some(new_hash) = self.rehash(&record, password).await
+        {
+            verified_hash = new_hash;
         }
 
         let user = record.user;
@@ -393,6 +397,17 @@ impl Auth {
             .sessions
             .create(session, RefreshHash::of_token(&refresh_token))
             .await?;
+        // A reset, a password change, a disable or a deletion that ran while this login
+        // hashed revoked every session there was, but not this one, made after: read the
+        // account again, and let the session live only if it is the one that was verified.
+        let still = inner.users.find_by_id(user.id).await?;
+        if !still.is_some_and(|now| now.disabled_at.is_none() && now.password_hash == verified_hash)
+        {
+            inner.sessions.revoke(session.id).await?;
+            self.notify(&[session.id]);
+            tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
+            return Err(AuthError::InvalidCredentials);
+        }
         let tokens = self.tokens(&session, refresh_token)?;
         self.audit(event.with("sessionId", session.id.to_string()))
             .await;
@@ -407,28 +422,36 @@ impl Auth {
     /// Replaces a verified password's hash, made with other argon2 parameters than today's,
     /// by one at today's parameters. Best effort: the login goes on whatever happens, and the
     /// next login tries again.
-    async fn rehash(&self, record: &UserRecord, password: &str) {
+    /// Returns the new hash when it was stored.
+    async fn rehash(&self, record: &UserRecord, password: &str) -> Option<String> {
         let inner = &self.inner;
         let new_hash = match inner.hasher.hash(password).await {
             Ok(hash) => hash,
             Err(error) => {
                 tracing::warn!(user_id = %record.user.id, %error, "could not rehash a password");
-                return;
+                return None;
             }
         };
         match inner
             .users
-            .replace_password_hash(record.user.id, record.password_hash.clone(), new_hash)
+            .replace_password_hash(
+                record.user.id,
+                record.password_hash.clone(),
+                new_hash.clone(),
+            )
             .await
         {
             Ok(true) => {
                 tracing::info!(user_id = %record.user.id, "password rehashed at today's parameters");
+                Some(new_hash)
             }
             Ok(false) => {
                 tracing::info!(user_id = %record.user.id, "password changed meanwhile; no rehash");
+                None
             }
             Err(error) => {
                 tracing::warn!(user_id = %record.user.id, %error, "could not store a rehashed password");
+                None
             }
         }
     }

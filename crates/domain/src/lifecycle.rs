@@ -191,7 +191,8 @@ pub trait Outbox: Send + Sync + 'static {
         error: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Sending failed for good: the message is kept as failed, never sent again.
+    /// Sending failed for good: the message is kept as failed (recipient, subject, error),
+    /// never sent again, and without its body: it may carry a link that still works.
     fn give_up(&self, id: Uuid, error: String) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Counts of waiting and failed messages, and the age of the oldest waiting one.

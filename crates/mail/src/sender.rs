@@ -15,7 +15,7 @@ pub struct SenderConfig {
     /// How many messages one pass claims.
     pub batch: usize,
     /// How long a claimed message stays hidden from the other instances' senders: longer than
-    /// one message can take (the SMTP timeouts), or two instances could send it.
+    /// a whole batch can take (each message's SMTP timeouts), or two instances could send one.
     pub lease: Duration,
     /// After this many failed attempts a message is given up on (kept as failed).
     pub max_attempts: u32,
@@ -30,8 +30,8 @@ impl Default for SenderConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
-            batch: 20,
-            lease: Duration::from_secs(120),
+            batch: 5,
+            lease: Duration::from_secs(600),
             max_attempts: 12,
             first_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(3600),
@@ -72,8 +72,12 @@ impl OutboxSender {
                 }
             };
             if handled >= self.config.batch {
-                // A full batch: there may be more waiting right away.
-                continue;
+                // A full batch: there may be more waiting right away, unless it is time to stop.
+                tokio::select! {
+                    biased;
+                    () = &mut stop => break,
+                    () = std::future::ready(()) => continue,
+                }
             }
             tokio::select! {
                 () = &mut stop => break,

@@ -94,6 +94,13 @@ fn address_key(email: &str) -> String {
         .collect()
 }
 
+/// The key of a signed-in caller's password checks (password and e-mail change, deletion) in
+/// the per-account login budget: a stolen access token cannot be used to guess the password
+/// from many addresses.
+fn password_check_key(caller: &Caller) -> String {
+    format!("user:{}", caller.0.user_id)
+}
+
 /// POST /auth/verify-email: 200 with the user, its address verified (or changed).
 pub(crate) async fn verify_email(
     req: HttpRequest,
@@ -182,7 +189,12 @@ pub(crate) async fn change_password(
     caller: Caller,
     body: web::Json<PasswordChangeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = quotas.check(&[(&quotas.account_ip, &ip_key(&req))]).await?;
+    let limits = quotas
+        .check(&[
+            (&quotas.account_ip, &ip_key(&req)),
+            (&quotas.login_email, &password_check_key(&caller)),
+        ])
+        .await?;
     let PasswordChangeBody {
         current_password,
         new_password,
@@ -213,6 +225,7 @@ pub(crate) async fn request_email_change(
     let limits = quotas
         .check(&[
             (&quotas.account_ip, &ip_key(&req)),
+            (&quotas.login_email, &password_check_key(&caller)),
             (&quotas.mail_address, &address_key(&body.new_email)),
         ])
         .await?;
@@ -253,7 +266,12 @@ pub(crate) async fn delete_account(
     caller: Caller,
     body: web::Json<PasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = quotas.check(&[(&quotas.account_ip, &ip_key(&req))]).await?;
+    let limits = quotas
+        .check(&[
+            (&quotas.account_ip, &ip_key(&req)),
+            (&quotas.login_email, &password_check_key(&caller)),
+        ])
+        .await?;
     limits.on_error(
         lifecycle
             .delete_account(&caller.0, &body.password, &client_info(&req))

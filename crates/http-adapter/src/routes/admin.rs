@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keel_auth::{Admin, AdminUserView};
+use keel_auth::{Action, Admin, AdminUserView, authorize};
 use keel_domain::{AuditEvent, AuditKind, AuditQuery, User, UserId, UserQuery};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -128,6 +128,8 @@ pub(crate) async fn list_users(
     params: web::Query<UsersParams>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin.actor(&caller.0).await?;
+    // The policy first: a caller without the role learns nothing, not even about its input.
+    authorize(&actor, Action::ListUsers)?;
     let limit = limit(params.limit)?;
     let search = params
         .query
@@ -221,6 +223,7 @@ pub(crate) async fn audit(
     params: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin.actor(&caller.0).await?;
+    authorize(&actor, Action::ReadAudit)?;
     let limit = limit(params.limit)?;
     let user_id = params
         .user_id

@@ -171,6 +171,8 @@ impl Outbox for MemoryLifecycleStore {
             let queued = &mut state.outbox[index];
             queued.message.attempts += 1;
             queued.failed = true;
+            queued.message.mail.text.clear();
+            queued.message.mail.html.clear();
         });
         ready(())
     }

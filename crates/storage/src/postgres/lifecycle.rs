@@ -259,7 +259,7 @@ impl Outbox for PgLifecycleStore {
         self.bounded(async move {
             sqlx::query(
                 "UPDATE mail_outbox SET attempts = attempts + 1, failed_at = now(), \
-                 last_error = $2 WHERE id = $1",
+                 last_error = $2, text_body = '', html_body = '' WHERE id = $1",
             )
             .bind(id)
             .bind(error)
