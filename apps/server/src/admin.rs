@@ -140,17 +140,29 @@ pub async fn grant_admin(config: &Config, email: &str) -> ExitCode {
     };
     let now = time::OffsetDateTime::now_utc();
     let role = keel_auth::admin::ADMIN_ROLE;
-    if let Err(error) = users
-        .update(record.user.id, UserChange::GrantRole(role.to_owned()), now)
-        .await
-    {
-        tracing::error!(%error, "cannot grant the role");
-        return ExitCode::FAILURE;
-    }
     let event =
         AuditEvent::new(AuditKind::RoleGranted, Some(record.user.id), now).with("role", role);
-    if let Err(error) = audit.append(event).await {
-        tracing::warn!(%error, "the role is granted, but the audit log did not record it");
+    // The grant and its audit event are one transaction.
+    match users
+        .update_audited(
+            record.user.id,
+            UserChange::GrantRole(role.to_owned()),
+            now,
+            event,
+        )
+        .await
+    {
+        Ok(audited) => {
+            if let Some(event) = audited.unrecorded
+                && let Err(error) = audit.append(event).await
+            {
+                tracing::warn!(%error, "the role is granted, but the audit log did not record it");
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot grant the role");
+            return ExitCode::FAILURE;
+        }
     }
     tracing::info!(user_id = %record.user.id, "admin role granted");
     ExitCode::SUCCESS

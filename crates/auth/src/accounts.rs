@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use keel_domain::{
-    Clock, DisplayName, Email, Password, RepositoryError, User, UserChange, UserId, UserRecord,
-    UserRepository, ValidationErrors,
+    AuditEvent, Audited, Clock, DisplayName, Email, Password, RepositoryError, User, UserChange,
+    UserId, UserRecord, UserRepository, ValidationErrors,
 };
 
 use crate::password::{PasswordError, PasswordHasher};
@@ -154,6 +154,30 @@ impl Accounts {
             .ok_or(AccountError::Gone)?;
         tracing::info!(user_id = %id, "profile updated");
         Ok(updated.user)
+    }
+
+    /// [`update_profile`](Self::update_profile), with `event` recorded with the change where
+    /// the user store keeps an audit log (PostgreSQL); else handed back to record after.
+    ///
+    /// # Errors
+    /// As `update_profile`.
+    pub async fn update_profile_audited(
+        &self,
+        id: UserId,
+        display_name: &str,
+        event: AuditEvent,
+    ) -> Result<Audited<User>, AccountError> {
+        let mut errors = ValidationErrors::new();
+        let Some(name) = errors.check(DisplayName::parse(display_name)) else {
+            return Err(AccountError::Invalid(errors));
+        };
+        let audited = self
+            .users
+            .update_audited(id, UserChange::DisplayName(name), self.clock.now(), event)
+            .await?;
+        let user = audited.outcome.ok_or(AccountError::Gone)?.user;
+        tracing::info!(user_id = %id, "profile updated");
+        Ok(Audited::new(user, audited.unrecorded))
     }
 }
 

@@ -274,14 +274,19 @@ impl Admin {
             .await?
             .ok_or(AccountError::NotFound)?;
         let now = self.clock.now();
-        let updated = self
-            .users
-            .update(record.user.id, UserChange::GrantRole(role.to_owned()), now)
-            .await?
-            .ok_or(AccountError::NotFound)?;
         let event =
-            AuditEvent::new(AuditKind::RoleGranted, Some(updated.user.id), now).with("role", role);
-        self.auth.audit(event).await;
+            AuditEvent::new(AuditKind::RoleGranted, Some(record.user.id), now).with("role", role);
+        let audited = self
+            .users
+            .update_audited(
+                record.user.id,
+                UserChange::GrantRole(role.to_owned()),
+                now,
+                event,
+            )
+            .await?;
+        let updated = audited.outcome.ok_or(AccountError::NotFound)?;
+        self.auth.record(audited.unrecorded).await;
         Ok(updated.user)
     }
 }

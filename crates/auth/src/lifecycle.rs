@@ -169,17 +169,14 @@ impl Lifecycle {
         let now = inner.clock.now();
         let tokens = &inner.ports.tokens;
         if let Some(spent) = tokens.spend(TokenPurpose::VerifyEmail, hash, now).await? {
-            let user = inner
+            let event = client.event(AuditKind::EmailVerified, spent.user_id, now);
+            let audited = inner
                 .ports
                 .users
-                .update(spent.user_id, UserChange::VerifyEmail, now)
-                .await?
-                .ok_or(AccountError::InvalidToken)?
-                .user;
-            inner
-                .auth
-                .audit(client.event(AuditKind::EmailVerified, user.id, now))
-                .await;
+                .update_audited(spent.user_id, UserChange::VerifyEmail, now, event)
+                .await?;
+            let user = audited.outcome.ok_or(AccountError::InvalidToken)?.user;
+            inner.auth.record(audited.unrecorded).await;
             tracing::info!(user_id = %user.id, "e-mail verified");
             return Ok(user);
         }
@@ -196,13 +193,13 @@ impl Lifecycle {
                 AccountError::Gone => AccountError::InvalidToken,
                 other => other,
             })?;
-        let user = inner
+        let event = client.event(AuditKind::EmailChanged, spent.user_id, now);
+        let audited = inner
             .ports
             .users
-            .change_email(spent.user_id, new_email.clone(), now)
-            .await?
-            .ok_or(AccountError::InvalidToken)?
-            .user;
+            .change_email_audited(spent.user_id, new_email.clone(), now, event)
+            .await?;
+        let user = audited.outcome.ok_or(AccountError::InvalidToken)?.user;
         // Links mailed to the old address (a reset, a verification) must not work for the new.
         for purpose in [TokenPurpose::ResetPassword, TokenPurpose::VerifyEmail] {
             tokens.spend_all(user.id, purpose).await?;
@@ -213,10 +210,7 @@ impl Lifecycle {
             Notice::EmailChanged { new_email },
         )
         .await;
-        inner
-            .auth
-            .audit(client.event(AuditKind::EmailChanged, user.id, now))
-            .await;
+        inner.auth.record(audited.unrecorded).await;
         tracing::info!(user_id = %user.id, "e-mail changed");
         Ok(user)
     }
@@ -304,10 +298,11 @@ impl Lifecycle {
         let user_id = spent.user_id;
         let password_hash = inner.hasher.hash(password.expose_secret()).await?;
         let users = &inner.ports.users;
-        users
-            .update(user_id, UserChange::PasswordHash(password_hash), now)
-            .await?
-            .ok_or(AccountError::InvalidToken)?;
+        let event = client.event(AuditKind::PasswordReset, user_id, now);
+        let audited = users
+            .update_audited(user_id, UserChange::PasswordHash(password_hash), now, event)
+            .await?;
+        audited.outcome.ok_or(AccountError::InvalidToken)?;
         let record = users
             .update(user_id, UserChange::VerifyEmail, now)
             .await?
@@ -316,10 +311,7 @@ impl Lifecycle {
         let revoked = inner.auth.logout_all(user_id).await?;
         self.notify(&record.user.email, &record.user, Notice::PasswordChanged)
             .await;
-        let event = client
-            .event(AuditKind::PasswordReset, user_id, now)
-            .with("sessions", revoked.len());
-        inner.auth.audit(event).await;
+        inner.auth.record(audited.unrecorded).await;
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "password reset");
         Ok(())
     }
@@ -345,23 +337,21 @@ impl Lifecycle {
         self.check_password(&record, current, client).await?;
         let password_hash = inner.hasher.hash(new.expose_secret()).await?;
         let now = inner.clock.now();
-        inner
+        let event = client.event(AuditKind::PasswordChanged, user_id, now);
+        let audited = inner
             .ports
             .users
-            .update(user_id, UserChange::PasswordHash(password_hash), now)
-            .await?
-            .ok_or(AccountError::Gone)?;
+            .update_audited(user_id, UserChange::PasswordHash(password_hash), now, event)
+            .await?;
+        audited.outcome.ok_or(AccountError::Gone)?;
         self.spend_links(user_id).await?;
-        let revoked = inner
+        inner
             .auth
             .logout_others(user_id, principal.session.id)
             .await?;
         self.notify(&record.user.email, &record.user, Notice::PasswordChanged)
             .await;
-        let event = client
-            .event(AuditKind::PasswordChanged, user_id, now)
-            .with("sessions", revoked.len());
-        inner.auth.audit(event).await;
+        inner.auth.record(audited.unrecorded).await;
         Ok(())
     }
 
@@ -423,15 +413,13 @@ impl Lifecycle {
         display_name: &str,
         client: &ClientInfo,
     ) -> Result<User, AccountError> {
-        let user = accounts
-            .update_profile(principal.user_id, display_name)
-            .await?;
         let now = self.inner.clock.now();
-        self.inner
-            .auth
-            .audit(client.event(AuditKind::UserUpdated, user.id, now))
-            .await;
-        Ok(user)
+        let event = client.event(AuditKind::UserUpdated, principal.user_id, now);
+        let audited = accounts
+            .update_profile_audited(principal.user_id, display_name, event)
+            .await?;
+        self.inner.auth.record(audited.unrecorded).await;
+        Ok(audited.outcome)
     }
 
     /// Deletes the caller's account: the password must verify; every session is revoked, the
@@ -454,17 +442,13 @@ impl Lifecycle {
         // goes last, so a step that fails leaves it in place for the user to try again.
         let revoked = inner.auth.logout_all(user_id).await?;
         inner.ports.tokens.forget_user(user_id).await?;
-        let now = inner.clock.now();
-        inner
-            .auth
-            .audit(
-                client
-                    .event(AuditKind::UserDeleted, user_id, now)
-                    .with("sessions", revoked.len()),
-            )
-            .await;
         inner.ports.audit.scrub(user_id).await?;
-        inner.ports.users.delete(user_id).await?;
+        // Recorded after the scrub, with the account's deletion: ids, type and time only.
+        let now = inner.clock.now();
+        let event = AuditEvent::new(AuditKind::UserDeleted, Some(user_id), now)
+            .with("sessions", revoked.len());
+        let audited = inner.ports.users.delete_audited(user_id, event).await?;
+        inner.auth.record(audited.unrecorded).await;
         tracing::info!(user_id = %user_id, "account deleted");
         Ok(())
     }

@@ -299,6 +299,14 @@ impl Auth {
         }
     }
 
+    /// Appends the event an audited change handed back (its store keeps no audit log of its
+    /// own); nothing when the store recorded it with the change.
+    pub async fn record(&self, unrecorded: Option<AuditEvent>) {
+        if let Some(event) = unrecorded {
+            self.audit(event).await;
+        }
+    }
+
     /// The key ring that signs access tokens (for the JWKS endpoint).
     pub fn key_ring(&self) -> &KeyRing {
         &self.inner.keys
@@ -643,19 +651,19 @@ impl Auth {
         actor: Option<UserId>,
     ) -> Result<Vec<SessionId>, AuthError> {
         let now = self.inner.clock.now();
-        self.inner
+        let mut event = AuditEvent::new(AuditKind::UserDisabled, Some(user_id), now);
+        event.actor_id = actor;
+        let audited = self
+            .inner
             .users
-            .update(user_id, UserChange::Disable, now)
-            .await?
-            .ok_or(AuthError::NotFound)?;
+            .update_audited(user_id, UserChange::Disable, now, event)
+            .await?;
+        audited.outcome.ok_or(AuthError::NotFound)?;
         let revoked = self.inner.sessions.revoke_all_for_user(user_id).await?;
         if !revoked.is_empty() {
             self.notify(&revoked);
         }
-        let mut event = AuditEvent::new(AuditKind::UserDisabled, Some(user_id), now)
-            .with("sessions", revoked.len());
-        event.actor_id = actor;
-        self.audit(event).await;
+        self.record(audited.unrecorded).await;
         tracing::info!(user_id = %user_id, sessions = revoked.len(), "account disabled");
         Ok(revoked)
     }
@@ -670,14 +678,15 @@ impl Auth {
         actor: Option<UserId>,
     ) -> Result<(), AuthError> {
         let now = self.inner.clock.now();
-        self.inner
-            .users
-            .update(user_id, UserChange::Enable, now)
-            .await?
-            .ok_or(AuthError::NotFound)?;
         let mut event = AuditEvent::new(AuditKind::UserEnabled, Some(user_id), now);
         event.actor_id = actor;
-        self.audit(event).await;
+        let audited = self
+            .inner
+            .users
+            .update_audited(user_id, UserChange::Enable, now, event)
+            .await?;
+        audited.outcome.ok_or(AuthError::NotFound)?;
+        self.record(audited.unrecorded).await;
         tracing::info!(user_id = %user_id, "account enabled");
         Ok(())
     }

@@ -33,7 +33,7 @@ pub use mail::{Composer, Mail, MailError, Mailer, Notice};
 pub use password::Password;
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimitError, RateLimiter};
 pub use repository::{
-    BoxFuture, RepositoryError, UserChange, UserQuery, UserRepository, apply_email_change,
+    Audited, BoxFuture, RepositoryError, UserChange, UserQuery, UserRepository, apply_email_change,
 };
 pub use user::{User, UserRecord, truncate_to_micros};
 pub use validation::{ValidationError, ValidationErrors, codes};

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::display_name::DisplayName;
 use crate::email::Email;
 use crate::ids::UserId;
+use crate::lifecycle::AuditEvent;
 use crate::user::{UserRecord, truncate_to_micros};
 
 /// A boxed, sendable future: what port methods return, so the traits stay object-safe (usable
@@ -155,6 +156,74 @@ pub trait UserRepository: Send + Sync + 'static {
 
     /// The accounts that `query` selects, newest first (ids are time-ordered UUIDv7).
     fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>>;
+
+    /// [`update`](Self::update), with `event` recorded in the audit log as part of the change
+    /// where the store keeps both (PostgreSQL: one transaction, so neither is ever without the
+    /// other). Returns the account, and the event when the caller still has to record it (a
+    /// store that keeps no audit log); `(None, None)` when there is no such account.
+    fn update_audited(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let updated = self.update(id, change, now).await?;
+            let event = updated.is_some().then_some(event);
+            Ok(Audited::new(updated, event))
+        })
+    }
+
+    /// [`change_email`](Self::change_email), with `event` recorded as
+    /// [`update_audited`](Self::update_audited) records it.
+    fn change_email_audited(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let changed = self.change_email(id, email, now).await?;
+            let event = changed.is_some().then_some(event);
+            Ok(Audited::new(changed, event))
+        })
+    }
+
+    /// [`delete`](Self::delete), with `event` recorded as
+    /// [`update_audited`](Self::update_audited) records it.
+    fn delete_audited(
+        &self,
+        id: UserId,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<bool>, RepositoryError>> {
+        Box::pin(async move {
+            let deleted = self.delete(id).await?;
+            Ok(Audited::new(deleted, deleted.then_some(event)))
+        })
+    }
+}
+
+/// What an audited change returns: its outcome, and the audit event if the store did not
+/// record it with the change (the caller appends it after, at least once).
+#[derive(Debug)]
+#[must_use = "an event the store did not record must be appended by the caller"]
+pub struct Audited<T> {
+    /// The change's outcome.
+    pub outcome: T,
+    /// The event still to record, if any.
+    pub unrecorded: Option<AuditEvent>,
+}
+
+impl<T> Audited<T> {
+    /// `outcome`, with `unrecorded` left to the caller.
+    pub fn new(outcome: T, unrecorded: Option<AuditEvent>) -> Self {
+        Self {
+            outcome,
+            unrecorded,
+        }
+    }
 }
 
 /// A page of accounts to read (administration): newest first, optionally searched.

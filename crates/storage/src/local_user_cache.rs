@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use keel_domain::{
-    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
+    AuditEvent, Audited, BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery,
+    UserRecord, UserRepository,
 };
 use time::OffsetDateTime;
 
@@ -184,6 +185,46 @@ impl UserRepository for LocalUserCache {
     fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
         // Administration reads the store itself: a list must not be a page of stale copies.
         self.store.list(query)
+    }
+
+    fn update_audited(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let updated = self.store.update_audited(id, change, now, event).await;
+            self.invalidate(id);
+            updated
+        })
+    }
+
+    fn change_email_audited(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let changed = self.store.change_email_audited(id, email, now, event).await;
+            self.invalidate(id);
+            changed
+        })
+    }
+
+    fn delete_audited(
+        &self,
+        id: UserId,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<bool>, RepositoryError>> {
+        Box::pin(async move {
+            let deleted = self.store.delete_audited(id, event).await;
+            self.invalidate(id);
+            deleted
+        })
     }
 }
 

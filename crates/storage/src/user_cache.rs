@@ -9,7 +9,8 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Script};
 use keel_domain::{
-    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
+    AuditEvent, Audited, BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery,
+    UserRecord, UserRepository,
 };
 use time::OffsetDateTime;
 
@@ -232,6 +233,52 @@ impl UserRepository for CachedUserRepository {
     fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
         // Administration reads the store itself: a list must not be a page of stale copies.
         self.store.list(query)
+    }
+
+    fn update_audited(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let updated = self.store.update_audited(id, change, now, event).await;
+            if let Err(error) = self.invalidate(id).await {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            updated
+        })
+    }
+
+    fn change_email_audited(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(async move {
+            let changed = self.store.change_email_audited(id, email, now, event).await;
+            if let Err(error) = self.invalidate(id).await {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            changed
+        })
+    }
+
+    fn delete_audited(
+        &self,
+        id: UserId,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<bool>, RepositoryError>> {
+        Box::pin(async move {
+            let deleted = self.store.delete_audited(id, event).await;
+            if let Err(error) = self.invalidate(id).await {
+                tracing::warn!(%error, user_id = %id, "could not invalidate a user snapshot");
+            }
+            deleted
+        })
     }
 }
 

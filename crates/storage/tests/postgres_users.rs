@@ -300,3 +300,91 @@ async fn accounts_move_from_redis_once_and_two_spellings_of_one_address_are_repo
     assert_eq!(again.already_present, 3, "{again:?}");
     assert_eq!(again.conflicts, first.conflicts);
 }
+
+/// On PostgreSQL an audited change and its audit event are one transaction: both are there
+/// afterwards, and while the audit log cannot take the event (its table is locked), the change
+/// does not happen either. The other stores hand the event back for the caller to append.
+#[tokio::test]
+async fn an_audited_change_and_its_event_are_one_transaction() {
+    use keel_domain::{AuditEvent, AuditKind, AuditLog as _, AuditQuery, DisplayName, UserChange};
+    use keel_storage::postgres::PgLifecycleStore;
+
+    let server = PostgresServer::shared();
+    let (db, mut config) = migrated(server).await;
+    config.statement_timeout_ms = 300;
+    let repo = repo(&config);
+    let log = PgLifecycleStore::new(postgres::pool(&config).unwrap(), &config);
+    let ada = record("ada@example.com");
+    repo.insert(ada.clone()).await.unwrap();
+    let id = ada.user.id;
+    let now = time::OffsetDateTime::now_utc();
+
+    let event = AuditEvent::new(AuditKind::UserUpdated, Some(id), now);
+    let name = DisplayName::parse("Ada Lovelace").unwrap();
+    let audited = repo
+        .update_audited(
+            id,
+            UserChange::DisplayName(name.clone()),
+            now,
+            event.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(audited.unrecorded.is_none(), "recorded by the store itself");
+    assert_eq!(audited.outcome.unwrap().user.display_name, name);
+    let events = |log: &PgLifecycleStore| {
+        let log = log.clone();
+        async move {
+            log.query(AuditQuery {
+                user_id: Some(id),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(events(&log).await, [event.id]);
+
+    let lock = server.lock_table(&db.name, "audit_events");
+    let other = DisplayName::parse("Someone Else").unwrap();
+    let blocked = repo
+        .update_audited(
+            id,
+            UserChange::DisplayName(other),
+            now,
+            AuditEvent::new(AuditKind::UserUpdated, Some(id), now),
+        )
+        .await;
+    assert!(
+        matches!(blocked, Err(RepositoryError::Unavailable(_))),
+        "{blocked:?}"
+    );
+    let deleted = repo
+        .delete_audited(id, AuditEvent::new(AuditKind::UserDeleted, Some(id), now))
+        .await;
+    assert!(deleted.is_err(), "{deleted:?}");
+    lock.release();
+    let stored = repo.find_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.user.display_name, name,
+        "the change went with its event"
+    );
+    assert_eq!(events(&log).await, [event.id]);
+
+    // No such account: nothing changes, nothing is recorded.
+    let nobody = keel_domain::UserId::generate();
+    let none = repo
+        .update_audited(
+            nobody,
+            UserChange::Disable,
+            now,
+            AuditEvent::new(AuditKind::UserDisabled, Some(nobody), now),
+        )
+        .await
+        .unwrap();
+    assert!(none.outcome.is_none() && none.unrecorded.is_none());
+}

@@ -308,25 +308,32 @@ fn decode_event(row: &PgRow) -> Result<AuditEvent, sqlx::Error> {
     })
 }
 
+/// Appends `event` on `conn` (the pool, or the transaction of the change it records);
+/// appending one id twice keeps one event.
+pub(super) async fn insert_event(
+    conn: impl sqlx::PgExecutor<'_>,
+    event: &AuditEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, type, user_id, actor_id, ip, user_agent, at, data) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(event.id)
+    .bind(event.kind.as_str())
+    .bind(event.user_id.map(|id| *id.as_uuid()))
+    .bind(event.actor_id.map(|id| *id.as_uuid()))
+    .bind(event.ip)
+    .bind(&event.user_agent)
+    .bind(event.at)
+    .bind(Json(&event.data))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl AuditLog for PgLifecycleStore {
     fn append(&self, event: AuditEvent) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.bounded(async move {
-            sqlx::query(
-                "INSERT INTO audit_events (id, type, user_id, actor_id, ip, user_agent, at, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(event.id)
-            .bind(event.kind.as_str())
-            .bind(event.user_id.map(|id| *id.as_uuid()))
-            .bind(event.actor_id.map(|id| *id.as_uuid()))
-            .bind(event.ip)
-            .bind(&event.user_agent)
-            .bind(event.at)
-            .bind(Json(&event.data))
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
+        self.bounded(async move { insert_event(&self.pool, &event).await })
     }
 
     fn query(&self, query: AuditQuery) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {

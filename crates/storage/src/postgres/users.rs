@@ -4,14 +4,15 @@ use std::fmt;
 use std::time::Duration;
 
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserQuery,
-    UserRecord, UserRepository, truncate_to_micros,
+    AuditEvent, Audited, BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId,
+    UserQuery, UserRecord, UserRepository, truncate_to_micros,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Row as _, postgres::PgDatabaseError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::lifecycle::insert_event;
 use super::{DatabaseConfig, bounded, unavailable};
 
 /// A [`UserRepository`] on PostgreSQL: the `users` table of the one migration set (run
@@ -176,35 +177,47 @@ impl UserRepository for PgUserRepository {
         change: UserChange,
         now: OffsetDateTime,
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
+        Box::pin(bounded(
+            self.call_timeout,
+            self.update_now(id, change, now, None),
+        ))
+    }
+
+    fn update_audited(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
         Box::pin(bounded(self.call_timeout, async move {
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            // The row lock makes a concurrent change wait, then read what this one wrote.
-            let row = sqlx::query(select_users!("WHERE id = $1 FOR UPDATE"))
-                .bind(*id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            let Some(mut record) = row.as_ref().map(decode).transpose()? else {
-                return Ok(None);
-            };
-            change.apply(&mut record, now);
-            let user = &record.user;
-            sqlx::query(
-                "UPDATE users SET display_name = $2, email_verified_at = $3, roles = $4, \
-                 disabled_at = $5, updated_at = $6, password_hash = $7 WHERE id = $1",
-            )
-            .bind(*id.as_uuid())
-            .bind(user.display_name.as_str())
-            .bind(user.email_verified_at)
-            .bind(&user.roles)
-            .bind(record.disabled_at)
-            .bind(user.updated_at)
-            .bind(&record.password_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            tx.commit().await.map_err(unavailable)?;
-            Ok(Some(record))
+            // Recorded in the change's own transaction: nothing left for the caller.
+            let updated = self.update_now(id, change, now, Some(&event)).await?;
+            Ok(Audited::new(updated, None))
+        }))
+    }
+
+    fn change_email_audited(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<Option<UserRecord>>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            let changed = self.change_email_now(id, email, now, Some(&event)).await?;
+            Ok(Audited::new(changed, None))
+        }))
+    }
+
+    fn delete_audited(
+        &self,
+        id: UserId,
+        event: AuditEvent,
+    ) -> BoxFuture<'_, Result<Audited<bool>, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, async move {
+            let deleted = self.delete_now(id, Some(&event)).await?;
+            Ok(Audited::new(deleted, None))
         }))
     }
 
@@ -214,35 +227,14 @@ impl UserRepository for PgUserRepository {
         email: Email,
         now: OffsetDateTime,
     ) -> BoxFuture<'_, Result<Option<UserRecord>, RepositoryError>> {
-        Box::pin(bounded(self.call_timeout, async move {
-            let now = truncate_to_micros(now);
-            // One statement: the unique index on the canonical address decides a race with a
-            // registration or another change to the same address.
-            let row = sqlx::query(
-                "UPDATE users SET email = $2, email_canonical = $3, email_verified_at = $4, \
-                 updated_at = $4 WHERE id = $1 \
-                 RETURNING id, email, display_name, password_hash, email_verified_at, roles, \
-                 disabled_at, created_at, updated_at",
-            )
-            .bind(*id.as_uuid())
-            .bind(email.as_str())
-            .bind(email.canonical())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await;
-            match row {
-                Ok(row) => row.as_ref().map(decode).transpose(),
-                Err(sqlx::Error::Database(error))
-                    if error
-                        .try_downcast_ref::<PgDatabaseError>()
-                        .and_then(PgDatabaseError::constraint)
-                        == Some("users_email_canonical_key") =>
-                {
-                    Err(RepositoryError::EmailTaken)
-                }
-                Err(other) => Err(unavailable(other)),
-            }
-        }))
+        Box::pin(bounded(
+            self.call_timeout,
+            self.change_email_now(id, email, now, None),
+        ))
+    }
+
+    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
+        Box::pin(bounded(self.call_timeout, self.delete_now(id, None)))
     }
 
     fn list(&self, query: UserQuery) -> BoxFuture<'_, Result<Vec<UserRecord>, RepositoryError>> {
@@ -262,18 +254,113 @@ impl UserRepository for PgUserRepository {
             rows.iter().map(decode).collect()
         }))
     }
+}
 
-    fn delete(&self, id: UserId) -> BoxFuture<'_, Result<bool, RepositoryError>> {
-        Box::pin(bounded(self.call_timeout, async move {
-            // Its one-time tokens go with it (ON DELETE CASCADE); its sessions are the session
-            // registry's, revoked before.
-            let done = sqlx::query("DELETE FROM users WHERE id = $1")
-                .bind(*id.as_uuid())
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(done.rows_affected() == 1)
-        }))
+impl PgUserRepository {
+    /// Applies `change` under a row lock, and records `event` in the same transaction.
+    async fn update_now(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: OffsetDateTime,
+        event: Option<&AuditEvent>,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The row lock makes a concurrent change wait, then read what this one wrote.
+        let row = sqlx::query(select_users!("WHERE id = $1 FOR UPDATE"))
+            .bind(*id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let Some(mut record) = row.as_ref().map(decode).transpose()? else {
+            return Ok(None);
+        };
+        change.apply(&mut record, now);
+        let user = &record.user;
+        sqlx::query(
+            "UPDATE users SET display_name = $2, email_verified_at = $3, roles = $4, \
+             disabled_at = $5, updated_at = $6, password_hash = $7 WHERE id = $1",
+        )
+        .bind(*id.as_uuid())
+        .bind(user.display_name.as_str())
+        .bind(user.email_verified_at)
+        .bind(&user.roles)
+        .bind(record.disabled_at)
+        .bind(user.updated_at)
+        .bind(&record.password_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(event) = event {
+            insert_event(&mut *tx, event).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(record))
+    }
+
+    /// One statement for the change (the unique index on the canonical address decides a race
+    /// with a registration or another change), and `event` in the same transaction.
+    async fn change_email_now(
+        &self,
+        id: UserId,
+        email: Email,
+        now: OffsetDateTime,
+        event: Option<&AuditEvent>,
+    ) -> Result<Option<UserRecord>, RepositoryError> {
+        let now = truncate_to_micros(now);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query(
+            "UPDATE users SET email = $2, email_canonical = $3, email_verified_at = $4, \
+             updated_at = $4 WHERE id = $1 \
+             RETURNING id, email, display_name, password_hash, email_verified_at, roles, \
+             disabled_at, created_at, updated_at",
+        )
+        .bind(*id.as_uuid())
+        .bind(email.as_str())
+        .bind(email.canonical())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await;
+        let record = match row {
+            Ok(row) => row.as_ref().map(decode).transpose()?,
+            Err(sqlx::Error::Database(error))
+                if error
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(PgDatabaseError::constraint)
+                    == Some("users_email_canonical_key") =>
+            {
+                return Err(RepositoryError::EmailTaken);
+            }
+            Err(other) => return Err(unavailable(other)),
+        };
+        if record.is_some()
+            && let Some(event) = event
+        {
+            insert_event(&mut *tx, event).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(record)
+    }
+
+    async fn delete_now(
+        &self,
+        id: UserId,
+        event: Option<&AuditEvent>,
+    ) -> Result<bool, RepositoryError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Its one-time tokens go with it (ON DELETE CASCADE); its sessions are the session
+        // registry's, revoked before.
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(*id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let deleted = done.rows_affected() == 1;
+        if deleted && let Some(event) = event {
+            insert_event(&mut *tx, event).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(deleted)
     }
 }
 
