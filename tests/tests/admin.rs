@@ -382,3 +382,32 @@ async fn server_admin_grant_gives_the_role_in_the_database() {
         .await;
     assert!(named.is_some(), "{}", refused.output());
 }
+
+/// With Redis in front of PostgreSQL, the servers read accounts through a snapshot there; the
+/// grant goes through it too, so the role counts on the very next request.
+#[tokio::test]
+async fn server_admin_grant_counts_at_once_with_redis() {
+    let keel = Keel::spawn(Backend::PostgresRedis, |_| {}).await;
+    let ada = signup(&keel, &email("ada")).await;
+    // Read once, so the account's snapshot is in Redis.
+    assert_eq!(me_status(&keel, &ada.access).await, StatusCode::OK);
+    let (db, redis) = (
+        keel.database.as_ref().unwrap(),
+        keel.redis.as_ref().unwrap(),
+    );
+    let redis_url = redis.url();
+    let mut grant = ServerProcess::spawn_with_args(
+        &["admin", "grant", &email("ada")],
+        &[
+            ("KEEL_DATABASE__URL", db.url.as_str()),
+            ("KEEL_REDIS__URL", redis_url.as_str()),
+        ],
+    );
+    let status = grant
+        .wait_exit(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", grant.output());
+    let (status, page) = get_json(&keel, USERS, &ada.access).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+}

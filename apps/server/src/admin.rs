@@ -3,12 +3,13 @@
 //! returns the exit code.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use keel_domain::{AuditEvent, AuditKind, AuditLog as _, Email, UserChange, UserRepository as _};
+use keel_domain::{AuditEvent, AuditKind, AuditLog as _, Email, UserChange, UserRepository};
 use keel_session::RedisPoolConfig;
-use keel_storage::RedisUserRepository;
 use keel_storage::postgres::{self, PgLifecycleStore, PgUserRepository};
+use keel_storage::{CachedUserRepository, RedisUserRepository};
 
 use crate::config::{Config, ConfigError};
 
@@ -125,8 +126,30 @@ pub async fn grant_admin(config: &Config, email: &str) -> ExitCode {
         tracing::error!("cannot set up the database");
         return ExitCode::FAILURE;
     };
-    let users = PgUserRepository::new(pool.clone(), &config.database);
-    let audit = PgLifecycleStore::new(pool, &config.database);
+    let audit = PgLifecycleStore::new(pool.clone(), &config.database);
+    let database: Arc<dyn UserRepository> = Arc::new(PgUserRepository::new(pool, &config.database));
+    // With Redis configured, the servers read accounts through a snapshot there: change the
+    // account through it too, so the role counts at once and not when the snapshot expires.
+    let users: Arc<dyn UserRepository> = match &config.redis.url {
+        Some(url) => match keel_session::redis_pool(&RedisPoolConfig {
+            url: url.clone(),
+            max_size: 2,
+            connect_timeout: Duration::from_millis(config.redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(config.redis.response_timeout_ms),
+            wait_timeout: Duration::from_millis(config.redis.wait_timeout_ms),
+        }) {
+            Ok(redis) => Arc::new(CachedUserRepository::new(
+                database,
+                redis,
+                &config.session.key_prefix,
+            )),
+            Err(error) => {
+                tracing::error!(%error, "cannot set up Redis");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => database,
+    };
     let record = match users.find_by_email(&email).await {
         Ok(Some(record)) => record,
         Ok(None) => {

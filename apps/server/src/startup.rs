@@ -15,7 +15,7 @@ use keel_auth::{
     Accounts, Admin, AdminPolicy, Auth, JwtError, KeyRing, Lifecycle, LifecyclePorts,
     PasswordHasher, RefreshSecret,
 };
-use keel_domain::{AuditLog, Clock, Mailer, SystemClock};
+use keel_domain::{AuditLog, Clock, Mailer, OneTimeTokens, SystemClock};
 use keel_http_adapter::{HttpApp, InvalidQuota, Quotas, Readiness, ReadinessCheck, Services};
 use keel_mail::{FileMailer, Letters, OutboxSender, SmtpConfig, SmtpMailer, Templates};
 use keel_session::actix::{SessionCookieConfig, SessionCookieConfigError, cookie_key};
@@ -24,7 +24,7 @@ use crate::config::{Config, Profile};
 use crate::readiness::{RedisCheck, SubscriptionCheck};
 use crate::realtime::{DisconnectRevokedSockets, KeelConnectAuth, spawn_session_check};
 use crate::shutdown::Shutdown;
-use crate::stores::Stores;
+use crate::stores::{LifecycleStores, Stores};
 use keel_realtime::{RealtimeServer, RedisAdapter};
 use keel_session::deadpool_redis;
 use secrecy::ExposeSecret;
@@ -197,7 +197,7 @@ impl Application {
         );
         let stop = shutdown.token();
         shutdown.spawn(async move { sender.run(stop.cancelled_owned()).await });
-        spawn_audit_retention(&lifecycle_stores.audit, &config, &shutdown);
+        spawn_lifecycle_upkeep(&lifecycle_stores, &config, &shutdown);
         let admin = Admin::new(
             Arc::clone(&users),
             Arc::clone(&lifecycle_stores.audit),
@@ -329,27 +329,36 @@ impl Application {
     }
 }
 
-/// How often the audit log's retention runs.
-const AUDIT_RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often the lifecycle's upkeep runs.
+const LIFECYCLE_UPKEEP_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How long an expired one-time token is kept before it is purged (spent or not, it can never
+/// be spent again; the day is for whoever investigates a link that "did not work").
+const EXPIRED_TOKEN_KEEP: time::Duration = time::Duration::DAY;
 
-/// Purges audit events past `audit.retention_days`, at start and then daily, on the shutdown
-/// tracker. Every instance runs it; a purge that finds nothing old is cheap.
-fn spawn_audit_retention(audit: &Arc<dyn AuditLog>, config: &Config, shutdown: &Shutdown) {
-    let Some(retention) = config.audit.retention() else {
-        return;
-    };
-    let audit = Arc::clone(audit);
+/// At start and then daily, on the shutdown tracker: purges audit events past
+/// `audit.retention_days` and one-time tokens expired for a day. Every instance runs it; a
+/// purge that finds nothing old is cheap.
+fn spawn_lifecycle_upkeep(stores: &LifecycleStores, config: &Config, shutdown: &Shutdown) {
+    let retention = config.audit.retention();
+    let audit: Arc<dyn AuditLog> = Arc::clone(&stores.audit);
+    let tokens: Arc<dyn OneTimeTokens> = Arc::clone(&stores.tokens);
     let token = shutdown.token();
     shutdown.spawn(async move {
-        let mut interval = tokio::time::interval(AUDIT_RETENTION_INTERVAL);
+        let mut interval = tokio::time::interval(LIFECYCLE_UPKEEP_INTERVAL);
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 _ = interval.tick() => {
-                    let before = time::OffsetDateTime::now_utc() - retention;
-                    match audit.purge(before).await {
-                        Ok(purged) => tracing::info!(purged, "audit retention"),
-                        Err(error) => tracing::warn!(%error, "audit retention failed; trying again later"),
+                    let now = time::OffsetDateTime::now_utc();
+                    if let Some(retention) = retention {
+                        match audit.purge(now - retention).await {
+                            Ok(purged) => tracing::info!(purged, "audit retention"),
+                            Err(error) => tracing::warn!(%error, "audit retention failed; trying again later"),
+                        }
+                    }
+                    match tokens.purge_expired(now - EXPIRED_TOKEN_KEEP).await {
+                        Ok(purged) => tracing::debug!(purged, "expired one-time tokens purged"),
+                        Err(error) => tracing::warn!(%error, "could not purge expired one-time tokens"),
                     }
                 }
             }

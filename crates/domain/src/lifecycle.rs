@@ -138,6 +138,11 @@ pub trait OneTimeTokens: Send + Sync + 'static {
 
     /// Forgets every token of `user_id` (the account is deleted).
     fn forget_user(&self, user_id: UserId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Forgets the tokens that expired before `before`, spent or not (they can never be spent
+    /// again), and says how many. Stores whose tokens expire by themselves (Redis TTLs)
+    /// have nothing to do.
+    fn purge_expired(&self, before: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// A queued mail, as the outbox hands it to its sender.

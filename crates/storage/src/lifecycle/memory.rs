@@ -117,6 +117,13 @@ impl OneTimeTokens for MemoryLifecycleStore {
             .retain(|_, token| token.user_id != user_id);
         ready(())
     }
+
+    fn purge_expired(&self, before: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut state = self.state();
+        let count = state.tokens.len();
+        state.tokens.retain(|_, token| token.expires_at >= before);
+        ready((count - state.tokens.len()) as u64)
+    }
 }
 
 impl Outbox for MemoryLifecycleStore {

@@ -176,6 +176,17 @@ impl OneTimeTokens for PgLifecycleStore {
             Ok(())
         })
     }
+
+    fn purge_expired(&self, before: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.bounded(async move {
+            // The expires_at index makes this a range scan.
+            let done = sqlx::query("DELETE FROM one_time_tokens WHERE expires_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
 }
 
 impl Outbox for PgLifecycleStore {

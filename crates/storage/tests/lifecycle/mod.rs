@@ -258,6 +258,27 @@ where
             .unwrap(),
         None
     );
+
+    // Purging forgets what expired before the bound and nothing else (a store whose tokens
+    // expire by themselves may report 0).
+    let (short, long) = (hash(11), hash(12));
+    for (hash, ttl) in [(short, Duration::seconds(30)), (long, Duration::hours(1))] {
+        let issued = token(bob, TokenPurpose::VerifyEmail, hash, ttl);
+        h.store.issue(issued, mail("x@example.com")).await.unwrap();
+    }
+    let purged = h
+        .other
+        .purge_expired(now() + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert!(purged <= 1, "{purged}");
+    assert!(
+        h.store
+            .spend(TokenPurpose::VerifyEmail, long, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 pub async fn an_issued_token_queues_its_mail_and_the_outbox_leases_retries_and_forgets<F, Fut>(
