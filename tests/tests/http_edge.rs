@@ -145,7 +145,7 @@ async fn an_unknown_route_is_404_not_found() {
 async fn a_wrong_method_is_405_with_allow() {
     let app = TestApp::spawn().await;
     let response = app.client.delete(app.url("/health")).send().await.unwrap();
-    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
     let (status, body) = read_problem(response).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["code"], "method_not_allowed");
@@ -487,4 +487,36 @@ async fn graceful_shutdown_in_process_marks_unready_and_stops() {
         TcpStream::connect(address).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// Every GET route answers HEAD (probes and caches use it): the GET answer's status and
+/// headers, without a body.
+#[tokio::test]
+async fn every_get_route_answers_head_without_a_body() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/.well-known/jwks.json",
+    ] {
+        let get = app.get(path).await;
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "{path}");
+        assert_eq!(
+            head.headers()["content-type"],
+            get.headers()["content-type"],
+            "{path}"
+        );
+        assert!(head.headers().contains_key("x-request-id"), "{path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    // Authenticated GET routes refuse HEAD without credentials as they refuse GET.
+    let head = app
+        .client
+        .head(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), reqwest::StatusCode::UNAUTHORIZED);
 }

@@ -481,6 +481,16 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if let Err(error) = self.rate_limit.quotas.validate() {
+            return Err(ConfigError::new(error.key(), error.reason()));
+        }
+        let cookie = keel_session::actix::SessionCookieConfig {
+            secure: self.cookie_secure(),
+            name: self.cookie.name.clone(),
+        };
+        if let Err(error) = cookie.validate() {
+            return Err(ConfigError::new("cookie.name", error.to_string()));
+        }
         self.validate_mail()?;
         if self.profile == Profile::Production {
             self.refuse_unsafe_production_settings()?;

@@ -266,16 +266,19 @@ fn realtime_resource(realtime: &RealtimeServer) -> actix_web::Resource {
         .default_service(web::to(|| async { method_not_allowed("GET, POST") }))
 }
 
-/// A resource that answers GET and says 405 with `allow: GET` to every other method.
+/// A resource that answers GET and HEAD, and says 405 with `allow: GET, HEAD` to every other
+/// method.
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    // HEAD too: probes and caches use it; actix-http sends the head of the GET answer alone.
     web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(|| async { method_not_allowed("GET") }))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("GET, HEAD") }))
 }
 
 /// A resource that answers POST and says 405 with `allow: POST` to every other method.

@@ -110,6 +110,42 @@ pub struct InvalidQuota {
     reason: keel_domain::QuotaError,
 }
 
+impl InvalidQuota {
+    /// The configuration key at fault, such as `rate_limit.quotas.login_ip`.
+    pub fn key(&self) -> String {
+        format!("rate_limit.quotas.{}", self.name.replace('-', "_"))
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> String {
+        self.reason.to_string()
+    }
+}
+
+impl QuotaConfig {
+    /// Checks every quota as [`Quotas::new`] would build it, so a bad one is refused when the
+    /// configuration loads.
+    ///
+    /// # Errors
+    /// The first quota that cannot be used.
+    pub fn validate(&self) -> Result<(), InvalidQuota> {
+        for (name, spec) in [
+            ("login-ip", self.login_ip),
+            ("login-email", self.login_email),
+            ("login-device", self.login_device),
+            ("register-ip", self.register_ip),
+            ("refresh-ip", self.refresh_ip),
+            ("socket-connect-ip", self.socket_connect_ip),
+            ("account-ip", self.account_ip),
+            ("mail-address", self.mail_address),
+        ] {
+            Quota::new(name, spec.limit, Duration::from_secs(spec.window_seconds))
+                .map_err(|reason| InvalidQuota { name, reason })?;
+        }
+        Ok(())
+    }
+}
+
 /// The named quotas and the limiter that enforces them.
 #[derive(Clone)]
 pub struct Quotas {

@@ -301,3 +301,34 @@ fn mail_settings_are_checked_when_they_load_and_name_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn a_zero_quota_and_a_bad_cookie_name_are_refused_when_they_load() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "KEEL_RATE_LIMIT__QUOTAS__LOGIN_IP",
+            "{limit=0, window_seconds=60}",
+        );
+        assert_eq!(
+            load_in(jail).unwrap_err().key(),
+            "rate_limit.quotas.login_ip"
+        );
+        jail.set_env(
+            "KEEL_RATE_LIMIT__QUOTAS__LOGIN_IP",
+            "{limit=5, window_seconds=0}",
+        );
+        assert_eq!(
+            load_in(jail).unwrap_err().key(),
+            "rate_limit.quotas.login_ip"
+        );
+        jail.clear_env();
+        jail.set_env("KEEL_COOKIE__NAME", "bad name;");
+        assert_eq!(load_in(jail).unwrap_err().key(), "cookie.name");
+        // A __Host- name needs Secure, which development leaves off.
+        jail.set_env("KEEL_COOKIE__NAME", "__Host-app");
+        assert_eq!(load_in(jail).unwrap_err().key(), "cookie.name");
+        jail.set_env("KEEL_COOKIE__SECURE", "true");
+        assert!(load_in(jail).is_ok());
+        Ok(())
+    });
+}
