@@ -40,6 +40,10 @@ async fn readiness_tracks_redis_and_recovers_by_itself() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["redis"]["status"], "unavailable");
+    // A stable word, never a library's error text.
+    let reason = body["checks"]["redis"]["reason"].as_str();
+    assert!(matches!(reason, Some("unreachable" | "timeout")), "{body}");
+    assert!(body["checks"]["redis"].get("error").is_none(), "{body}");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "answered within the check timeout"

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use keel_http_adapter::{CheckFuture, ReadinessCheck};
+use keel_http_adapter::{CheckFailure, CheckFuture, ReadinessCheck};
 use keel_storage::postgres::sqlx::PgPool;
 use keel_storage::postgres::{self, DatabaseConfig, DatabaseError};
 use tokio::sync::watch;
@@ -126,21 +126,41 @@ impl ReadinessCheck for PostgresCheck {
         "postgres"
     }
 
-    // sqlx's errors do not repeat the URL, so their text holds no password.
+    // sqlx's errors do not repeat the URL, so their text (logged) holds no password.
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
             if !*self.migrated.borrow() {
-                return Err("not_migrated: the migrations have not been applied yet".to_owned());
+                return Err(CheckFailure::new(
+                    "not_migrated",
+                    "the migrations have not been applied yet",
+                ));
             }
             let answer: i32 = keel_storage::postgres::sqlx::query_scalar("SELECT 1")
                 .fetch_one(&self.pool)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| CheckFailure::new(postgres_reason(&error), error.to_string()))?;
             if answer == 1 {
                 Ok(())
             } else {
-                Err(format!("unexpected answer {answer}"))
+                Err(CheckFailure::new(
+                    "unexpected_answer",
+                    format!("SELECT 1 answered {answer}"),
+                ))
             }
         })
+    }
+}
+
+/// The readiness reason of a PostgreSQL error.
+fn postgres_reason(error: &keel_storage::postgres::sqlx::Error) -> &'static str {
+    use keel_storage::postgres::sqlx::Error;
+    match error {
+        Error::PoolTimedOut => "timeout",
+        // invalid_password, invalid_authorization_specification
+        Error::Database(error) if matches!(error.code().as_deref(), Some("28P01" | "28000")) => {
+            "auth_failed"
+        }
+        Error::Io(error) if error.kind() == std::io::ErrorKind::TimedOut => "timeout",
+        _ => "unreachable",
     }
 }

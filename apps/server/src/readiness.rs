@@ -1,7 +1,7 @@
 //! Readiness checks that the app registers for the dependencies it wires in.
 
 use deadpool_redis::Pool;
-use keel_http_adapter::{CheckFuture, ReadinessCheck};
+use keel_http_adapter::{CheckFailure, CheckFuture, ReadinessCheck};
 use keel_realtime::SubscriptionState;
 use keel_session::deadpool_redis;
 use tokio::sync::watch;
@@ -24,18 +24,28 @@ impl ReadinessCheck for RedisCheck {
         "redis"
     }
 
-    // Redis errors do not echo the URL, so their text (shown to operators) holds no password.
+    // Redis errors do not echo the URL, so their text (logged) holds no password.
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
-            let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
+            let mut connection = self.pool.get().await.map_err(|error| {
+                let reason = match &error {
+                    deadpool_redis::PoolError::Timeout(_) => "timeout",
+                    deadpool_redis::PoolError::Backend(error) => redis_reason(error),
+                    _ => "unreachable",
+                };
+                CheckFailure::new(reason, error.to_string())
+            })?;
             let answer: String = deadpool_redis::redis::cmd("PING")
                 .query_async(&mut connection)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| CheckFailure::new(redis_reason(&error), error.to_string()))?;
             if answer == "PONG" {
                 Ok(())
             } else {
-                Err(format!("unexpected answer `{answer}`"))
+                Err(CheckFailure::new(
+                    "unexpected_answer",
+                    format!("PING answered `{answer}`"),
+                ))
             }
         })
     }
@@ -69,7 +79,24 @@ impl ReadinessCheck for SubscriptionCheck {
                 .wait_for(|state| state.subscribed)
                 .await
                 .map(drop)
-                .map_err(|_| "the realtime adapter has stopped".to_owned())
+                .map_err(|_| {
+                    CheckFailure::new("not_subscribed", "the realtime adapter has stopped")
+                })
         })
+    }
+}
+
+/// The readiness reason of a Redis error.
+fn redis_reason(error: &deadpool_redis::redis::RedisError) -> &'static str {
+    use deadpool_redis::redis::ErrorKind;
+    if error.is_timeout() {
+        "timeout"
+    } else if matches!(error.kind(), ErrorKind::AuthenticationFailed)
+        || error.code() == Some("NOAUTH")
+        || error.code() == Some("WRONGPASS")
+    {
+        "auth_failed"
+    } else {
+        "unreachable"
     }
 }

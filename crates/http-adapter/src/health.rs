@@ -15,14 +15,35 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 /// The future a readiness check returns.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CheckFailure>> + Send + 'a>>;
+
+/// Why a readiness check failed: a stable word for the readiness body, which probes and
+/// dashboards match on, and the detail for the log (a library's error text, which changes
+/// between versions and is no part of the contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFailure {
+    /// `timeout`, `unreachable`, `auth_failed`, `not_subscribed`, `not_migrated` or
+    /// `unexpected_answer`.
+    pub reason: &'static str,
+    /// What happened, for the log; it must hold no secret.
+    pub detail: String,
+}
+
+impl CheckFailure {
+    /// A failure for `reason`, with `detail` for the log.
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
 
 /// One dependency that readiness depends on (Redis, say). Components register theirs at start-up.
 pub trait ReadinessCheck: Send + Sync + 'static {
     /// The key under `checks` in the readiness body.
     fn name(&self) -> &'static str;
-    /// Succeeds when the dependency answers; the error text is shown to operators, so it must
-    /// hold no secret.
+    /// Succeeds when the dependency answers.
     fn check(&self) -> CheckFuture<'_>;
 }
 
@@ -74,25 +95,32 @@ impl Readiness {
         let results = join_all(self.inner.checks.iter().map(|check| async move {
             let started = Instant::now();
             let outcome = match tokio::time::timeout(timeout, check.check()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(reason)) => Err(reason),
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                Ok(outcome) => outcome,
+                Err(_) => Err(CheckFailure::new(
+                    "timeout",
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
             };
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Err(failure) = &outcome {
+                tracing::warn!(check = check.name(), reason = failure.reason,
+                    detail = %failure.detail, "readiness check failed");
+            }
             let status = CheckStatus {
                 status: if outcome.is_ok() { "ok" } else { "unavailable" },
                 latency_ms,
-                error: outcome.err(),
+                reason: outcome.err().map(|failure| failure.reason),
             };
             (check.name(), status)
         }))
         .await;
         let checks: BTreeMap<_, _> = results.into_iter().collect();
         let draining = self.is_draining();
-        let ready = !draining && checks.values().all(|check| check.error.is_none());
+        let ready = !draining && checks.values().all(|check| check.reason.is_none());
         ReadinessReport {
             status: if ready { "ok" } else { "unavailable" },
             draining,
+            reason: draining.then_some("draining"),
             checks,
         }
     }
@@ -104,6 +132,9 @@ pub struct ReadinessReport {
     status: &'static str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     draining: bool,
+    /// `draining` while the server shuts down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     checks: BTreeMap<&'static str, CheckStatus>,
 }
 
@@ -120,7 +151,7 @@ struct CheckStatus {
     status: &'static str,
     latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -177,7 +208,11 @@ mod tests {
             "fixed"
         }
         fn check(&self) -> CheckFuture<'_> {
-            Box::pin(async move { self.0.map_err(str::to_owned) })
+            Box::pin(async move {
+                self.0.map_err(|reason| {
+                    CheckFailure::new(reason, "connection refused (os error 111)")
+                })
+            })
         }
     }
 
@@ -208,13 +243,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_check_makes_the_server_unready_and_says_why() {
-        let report = readiness(vec![Arc::new(Fixed(Err("connection refused")))])
+        let report = readiness(vec![Arc::new(Fixed(Err("unreachable")))])
             .report()
             .await;
         assert!(!report.is_ready());
         let body = serde_json::to_value(&report).unwrap();
         assert_eq!(body["status"], "unavailable");
-        assert_eq!(body["checks"]["fixed"]["error"], "connection refused");
+        assert_eq!(body["checks"]["fixed"]["reason"], "unreachable");
+        // The library's text goes to the log, never into the body.
+        assert!(!body.to_string().contains("os error"), "{body}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -222,7 +259,7 @@ mod tests {
         let report = readiness(vec![Arc::new(Hangs)]).report().await;
         assert!(!report.is_ready());
         let body = serde_json::to_value(&report).unwrap();
-        assert_eq!(body["checks"]["hangs"]["error"], "no answer within 50 ms");
+        assert_eq!(body["checks"]["hangs"]["reason"], "timeout");
     }
 
     #[tokio::test]
@@ -232,6 +269,8 @@ mod tests {
         readiness.start_draining();
         let report = readiness.report().await;
         assert!(!report.is_ready());
-        assert_eq!(serde_json::to_value(&report).unwrap()["draining"], true);
+        let body = serde_json::to_value(&report).unwrap();
+        assert_eq!(body["draining"], true);
+        assert_eq!(body["reason"], "draining");
     }
 }

@@ -92,7 +92,7 @@ pub use edge::{ClientIp, Edge};
 pub use error::{ApiError, FieldError, PROBLEM_JSON};
 #[cfg(feature = "governor")]
 pub use flood_guard::FloodGuard;
-pub use health::{CheckFuture, Readiness, ReadinessCheck, ReadinessReport};
+pub use health::{CheckFailure, CheckFuture, Readiness, ReadinessCheck, ReadinessReport};
 pub use quota::{InvalidQuota, QuotaConfig, QuotaSpec, Quotas};
 pub use rate_limit::{FloodGuardConfig, RateLimitConfig};
 pub use request_id::RequestId;
