@@ -24,7 +24,7 @@ use keel_domain::UserId;
 use crate::body_timeout;
 use crate::client_ip::TrustedProxies;
 use crate::cors::Cors;
-use crate::error::{ApiError, PROBLEM_JSON};
+use crate::error::{ApiError, ErrorCause, PROBLEM_JSON};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::security_headers::SecurityHeaders;
 
@@ -215,32 +215,60 @@ impl AccessEvent<'_> {
         let request = response.request();
         let route = request.match_pattern();
         let user_id = request.extensions().get::<UserId>().copied();
+        let error = response
+            .response()
+            .extensions()
+            .get::<ErrorCause>()
+            .cloned();
         self.log(
             response.status().as_u16(),
             route.as_deref().unwrap_or("<unmatched>"),
             user_id,
+            error,
         );
     }
 
     /// Logs a response made for a failure whose request was lost with the inner service.
     fn failed(&self, response: &HttpResponse) {
-        self.log(response.status().as_u16(), "<unknown>", None);
+        let error = response.extensions().get::<ErrorCause>().cloned();
+        self.log(response.status().as_u16(), "<unknown>", None, error);
     }
 
-    fn log(&self, status: u16, route: &str, user_id: Option<UserId>) {
+    fn log(&self, status: u16, route: &str, user_id: Option<UserId>, error: Option<ErrorCause>) {
         let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let code = error.as_ref().map(|error| error.code);
+        let cause = error.and_then(|error| error.cause);
         // Strings and integers, not `%` (Display): a JSON subscriber records those directly,
         // where a Display value is first formatted into a temporary string, on every request.
-        tracing::info!(
-            target: "keel::access",
-            method = self.method.as_str(),
-            route,
-            status,
-            latency_us,
-            request_id = self.request_id.as_str(),
-            user_id = user_id.as_ref().map(tracing::field::display),
-            client_ip = %self.client_ip,
-            "request"
-        );
+        // A server error with a cause is the one line an operator must see: at ERROR.
+        if status >= 500 && cause.is_some() {
+            tracing::error!(
+                target: "keel::access",
+                method = self.method.as_str(),
+                route,
+                status,
+                latency_us,
+                request_id = self.request_id.as_str(),
+                user_id = user_id.as_ref().map(tracing::field::display),
+                client_ip = %self.client_ip,
+                code,
+                cause,
+                "request"
+            );
+        } else {
+            tracing::info!(
+                target: "keel::access",
+                method = self.method.as_str(),
+                route,
+                status,
+                latency_us,
+                request_id = self.request_id.as_str(),
+                user_id = user_id.as_ref().map(tracing::field::display),
+                client_ip = %self.client_ip,
+                code,
+                cause,
+                "request"
+            );
+        }
     }
 }

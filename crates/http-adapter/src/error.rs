@@ -175,9 +175,10 @@ impl ApiError {
         self.code
     }
 
-    /// Renders the problem; logs the cause chain (once) when there is one.
+    /// Renders the problem. The cause chain, when there is one, rides on the response (an
+    /// [`ErrorCause`] extension) to the request's one access line, so the two are never
+    /// separate lines to be joined by hand.
     fn render(&self) -> HttpResponse {
-        self.log();
         let body = ProblemBody {
             type_: ProblemType(self.code),
             title: self.status.canonical_reason().unwrap_or("Error"),
@@ -189,6 +190,13 @@ impl ApiError {
         };
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        response.extensions_mut().insert(ErrorCause {
+            code: self.code,
+            cause: self
+                .cause
+                .as_ref()
+                .map(|cause| CauseChain(cause.as_ref()).to_string()),
+        });
         for (name, value) in &self.headers {
             response.insert_header((name.clone(), value.clone()));
         }
@@ -199,16 +207,14 @@ impl ApiError {
             Err(_) => response.finish(),
         }
     }
+}
 
-    fn log(&self) {
-        let Some(cause) = &self.cause else { return };
-        let chain = CauseChain(cause.as_ref());
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, status = self.status.as_u16(), cause = %chain, "request failed");
-        } else {
-            tracing::debug!(code = self.code, status = self.status.as_u16(), cause = %chain, "request refused");
-        }
-    }
+/// What an error response tells the access log: its `code`, and the internal cause chain,
+/// which is logged there and never sent.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorCause {
+    pub(crate) code: &'static str,
+    pub(crate) cause: Option<String>,
 }
 
 impl fmt::Debug for ApiError {
