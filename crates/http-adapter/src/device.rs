@@ -54,7 +54,7 @@ impl DeviceCookies {
         }
     }
 
-    fn signature(&self, id: &str, account: &str) -> String {
+    fn mac(&self, id: &str, account: &str) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             unreachable!("HMAC takes a key of any length");
@@ -62,7 +62,11 @@ impl DeviceCookies {
         mac.update(id.as_bytes());
         mac.update(b"\0");
         mac.update(account.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        mac
+    }
+
+    fn signature(&self, id: &str, account: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(id, account).finalize().into_bytes())
     }
 
     /// The id of the device that `req` presents (cookie first, then header), when it was issued
@@ -85,15 +89,11 @@ impl DeviceCookies {
         if id.len() != ID_CHARS || signature.len() > 64 {
             return None;
         }
-        let expected = self.signature(id, account);
-        // Constant time: a timing difference must not help forge a signature byte by byte.
-        let same = expected.len() == signature.len()
-            && expected
-                .bytes()
-                .zip(signature.bytes())
-                .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        same.then(|| id.to_owned())
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        // hmac compares in constant time: a timing difference must not help forge a signature
+        // byte by byte.
+        self.mac(id, account).verify_slice(&signature).ok()?;
+        Some(id.to_owned())
     }
 
     /// The cookie that marks this client as a known device of `account`: the device's id kept
