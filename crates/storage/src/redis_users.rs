@@ -7,12 +7,11 @@ use std::fmt;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{AsyncCommands, Script};
 use keel_domain::{
-    BoxFuture, DisplayName, Email, RepositoryError, User, UserChange, UserId, UserQuery,
-    UserRecord, UserRepository, apply_email_change,
+    BoxFuture, Email, RepositoryError, UserChange, UserId, UserQuery, UserRecord, UserRepository,
+    apply_email_change,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 /// A [`UserRepository`] on Redis, so that a user registered through one Keel instance can log
 /// in through any other instance on the same Redis.
@@ -528,128 +527,15 @@ impl fmt::Debug for RedisUserRepository {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// An account as stored in Redis. Private, so `UserRecord` itself never becomes `Serialize`
-/// (it must not reach a response or a log with its hash).
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredUser {
-    id: UserId,
-    /// As the user gave it; the canonical form is derived again when read. Read leniently:
-    /// an earlier release may have accepted an address that today's rules refuse.
-    email: String,
-    display_name: String,
-    /// RFC 3339 in UTC with nanoseconds, so the instant reads back exactly.
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    /// Absent in records of releases before 0.2: the creation time.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    updated_at: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    email_verified_at: Option<OffsetDateTime>,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    disabled_at: Option<OffsetDateTime>,
-    password_hash: String,
-}
+mod record;
+mod scripts;
 
-pub(crate) fn encode(record: &UserRecord) -> Result<String, RepositoryError> {
-    let user = &record.user;
-    let utc = |at: OffsetDateTime| at.to_offset(UtcOffset::UTC);
-    let stored = StoredUser {
-        id: user.id,
-        email: user.email.as_str().to_owned(),
-        display_name: user.display_name.as_str().to_owned(),
-        created_at: utc(user.created_at),
-        updated_at: Some(utc(user.updated_at)),
-        email_verified_at: user.email_verified_at.map(utc),
-        roles: user.roles.clone(),
-        disabled_at: record.disabled_at.map(utc),
-        password_hash: record.password_hash.clone(),
-    };
-    // Fails only for a time outside the years 0 to 9999, which RFC 3339 cannot write.
-    serde_json::to_string(&stored)
-        .map_err(|err| RepositoryError::unavailable(format!("cannot encode the account: {err}")))
-}
-
-pub(crate) fn decode(raw: &str) -> Result<UserRecord, RepositoryError> {
-    let invalid = |err: &dyn fmt::Display| {
-        RepositoryError::unavailable(format!("a stored account is not valid: {err}"))
-    };
-    let stored: StoredUser = serde_json::from_str(raw).map_err(|err| invalid(&err))?;
-    let email = Email::parse_lenient(&stored.email).map_err(|err| invalid(&err))?;
-    let display_name =
-        DisplayName::from_stored(&stored.display_name).map_err(|err| invalid(&err))?;
-    Ok(UserRecord {
-        user: User {
-            id: stored.id,
-            email,
-            display_name,
-            email_verified_at: stored.email_verified_at,
-            roles: stored.roles,
-            created_at: stored.created_at,
-            updated_at: stored.updated_at.unwrap_or(stored.created_at),
-        },
-        password_hash: stored.password_hash,
-        disabled_at: stored.disabled_at,
-    })
-}
-
-/// KEYS[1]: an account. ARGV[1]: the value the caller read, ARGV[2]: its replacement. Writes
-/// only when the value is still the one read; returns 1 when it wrote.
-const REPLACE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// KEYS[1]: the account key, KEYS[2]: the canonical email key, KEYS[3..]: the email keys of
-/// earlier releases' spellings. ARGV[1]: the id, ARGV[2]: the account JSON. Returns 0 when
-/// stored, 1 when the email is taken, 2 when the id is taken.
-const INSERT: &str = r"
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-return 0
-";
-
-/// KEYS[1]: the account key, KEYS[2]: the new address's canonical key, KEYS[3..3+n): the keys
-/// of its earlier spellings (checked only), KEYS[3+n..]: the old address's keys. ARGV[1]: the
-/// account as read, ARGV[2]: as changed, ARGV[3]: the id, ARGV[4]: n. Returns 0 when changed,
-/// 1 when another account has the new address, 2 when the account changed since it was read.
-const CHANGE_EMAIL: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end
-local n = tonumber(ARGV[4])
-for i = 2, 2 + n do
-  local owner = redis.call('GET', KEYS[i])
-  if owner and owner ~= ARGV[3] then return 1 end
-end
-for i = 3 + n, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
-end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[2])
-return 0
-";
-
-/// KEYS[1]: the account key, KEYS[2..]: its address's keys. ARGV[1]: the account as read,
-/// ARGV[2]: the id. Returns 1 when deleted, 2 when the account changed since it was read.
-const DELETE: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end
-for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
-end
-redis.call('DEL', KEYS[1])
-return 1
-";
+pub(crate) use record::{decode, encode};
+use scripts::{CHANGE_EMAIL, DELETE, INSERT, REPLACE};
 
 #[cfg(test)]
 mod tests {
+    use keel_domain::{DisplayName, User};
     use time::macros::datetime;
 
     use super::*;

@@ -4,15 +4,15 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use keel_domain::{BoxFuture, ManualClock, UserRecord};
-use keel_session::MemorySessionStore;
+use keel_domain::{BoxFuture, ManualClock, RepositoryError, UserRecord};
+use keel_session::{MemorySessionStore, SessionError};
 use keel_storage::InMemoryUserRepository;
 use secrecy::ExposeSecret as _;
 use time::macros::datetime;
 
 use super::*;
 use crate::accounts::{Accounts, Registration};
-use crate::jwt::{JwtAlgorithm, JwtConfig};
+use crate::jwt::{JwtAlgorithm, JwtConfig, JwtError};
 use crate::password::PasswordHashingConfig;
 use crate::test_support::DownStore;
 
