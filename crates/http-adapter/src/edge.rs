@@ -241,34 +241,29 @@ impl AccessEvent<'_> {
         // Strings and integers, not `%` (Display): a JSON subscriber records those directly,
         // where a Display value is first formatted into a temporary string, on every request.
         // A server error with a cause is the one line an operator must see: at ERROR.
+        // tracing's level is fixed per call site: one macro, two sites, the same fields.
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "keel::access",
+                    $level,
+                    method = self.method.as_str(),
+                    route,
+                    status,
+                    latency_us,
+                    request_id = self.request_id.as_str(),
+                    user_id = user_id.as_ref().map(tracing::field::display),
+                    client_ip = %self.client_ip,
+                    code,
+                    cause,
+                    "request"
+                )
+            };
+        }
         if status >= 500 && cause.is_some() {
-            tracing::error!(
-                target: "keel::access",
-                method = self.method.as_str(),
-                route,
-                status,
-                latency_us,
-                request_id = self.request_id.as_str(),
-                user_id = user_id.as_ref().map(tracing::field::display),
-                client_ip = %self.client_ip,
-                code,
-                cause,
-                "request"
-            );
+            access!(tracing::Level::ERROR);
         } else {
-            tracing::info!(
-                target: "keel::access",
-                method = self.method.as_str(),
-                route,
-                status,
-                latency_us,
-                request_id = self.request_id.as_str(),
-                user_id = user_id.as_ref().map(tracing::field::display),
-                client_ip = %self.client_ip,
-                code,
-                cause,
-                "request"
-            );
+            access!(tracing::Level::INFO);
         }
     }
 }
